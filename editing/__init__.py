@@ -1,0 +1,1 @@
+"""Face editing: alignment, inversion, synthesis and the StyleCLIP editing methods."""
