@@ -18,8 +18,9 @@ LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
 
-def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = LRELU_SLOPE,
-                     scale: float = LRELU_GAIN) -> torch.Tensor:
+def fused_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor, negative_slope: float = LRELU_SLOPE, scale: float = LRELU_GAIN
+) -> torch.Tensor:
     """leaky_relu(x + bias) * scale, the bias broadcast over dim 1 (or the last dim for 2-D/3-D input
     as upstream does for linear layers: for (B, C) the channel axis is dim 1, for (B, n, C) the last)."""
     if x.ndim == 3:
@@ -94,8 +95,9 @@ def make_kernel(k: list[int] | torch.Tensor) -> torch.Tensor:
     return k / k.sum()
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample by zero insertion, pad, convolve with ``kernel`` (flipped, i.e. true convolution),
     downsample. ``x`` is (B, C, H, W); the same padding is used on both axes, as in rosinality."""
     pad0, pad1 = pad
@@ -107,7 +109,9 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         out = F.pad(out, [0, up - 1, 0, 0, 0, up - 1])
         out = out.reshape(b * c, 1, h * up, w * up)
     out = F.pad(out, [max(pad0, 0), max(pad1, 0), max(pad0, 0), max(pad1, 0)])
-    out = out[:, :, max(-pad0, 0): out.shape[2] - max(-pad1, 0), max(-pad0, 0): out.shape[3] - max(-pad1, 0)]
+    out = out[
+        :, :, max(-pad0, 0) : out.shape[2] - max(-pad1, 0), max(-pad0, 0) : out.shape[3] - max(-pad1, 0)
+    ]
     weight = torch.flip(kernel, [0, 1]).view(1, 1, kh, kw).to(dtype=out.dtype, device=out.device)
     out = F.conv2d(out, weight)
     if down > 1:
