@@ -315,18 +315,19 @@ class WeightStore:
         return p
 
     def _missing_message(self, missing: list[tuple[WeightFile, list[str]]]) -> str:
-        lines = [f"{len(missing)} model file(s) could not be found:"]
+        names = ", ".join(e.local_name for e, _ in missing)
+        where = f"the folder {self.local_dir}" if self.local_dir else "a folder"
+        tail = (
+            "allow downloads (HF_HUB_OFFLINE is set)"
+            if self.offline
+            else "check the network (downloads failed)"
+        )
+        # The first line is a complete summary (the CLI prints only it); details follow.
+        lines = [f"Missing model files: {names}. Put them into {where} and pass --weights DIR, or {tail}."]
         for e, reasons in missing:
             hubs = ", ".join(f"{s.repo_id}/{s.path}" if s.path else s.repo_id for s in e.sources) or "none"
-            lines.append(f"  - {e.local_name} ({e.description}); Hub: {hubs}")
+            lines.append(f"  - {e.local_name}: {e.description}; Hugging Face Hub: {hubs}")
             lines.extend(f"      tried {r}" for r in reasons)
-        where = f"the folder {self.local_dir}" if self.local_dir else "a folder"
-        how = f"Put the official files into {where} under the names above and pass --weights DIR" + (
-            ", or allow downloads from the Hugging Face Hub (HF_HUB_OFFLINE is set)."
-            if self.offline
-            else " (downloads from the Hugging Face Hub failed)."
-        )
-        lines.append(how)
         return "\n".join(lines)
 
 

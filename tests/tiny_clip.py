@@ -25,8 +25,14 @@ def _byte_unicode() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def make_tiny_clip_folder(folder: Path, *, seed: int = 0, image_size: int = 32, patch: int = 8) -> Path:
-    """Write config.json, model.safetensors and tokenizer files for a seeded tiny CLIPModel."""
+def make_tiny_clip_folder(
+    folder: Path, *, seed: int = 0, image_size: int = 32, patch: int = 8, context_length: int = 16
+) -> Path:
+    """Write config.json, model.safetensors and tokenizer files for a seeded tiny CLIPModel.
+
+    ``context_length`` is the text tower's token budget (77 in the real CLIP; the byte-level
+    tokenizer here spends one token per character, so prompt templates need more than 16).
+    """
     from transformers import CLIPConfig, CLIPModel
 
     folder = Path(folder)
@@ -37,7 +43,9 @@ def make_tiny_clip_folder(folder: Path, *, seed: int = 0, image_size: int = 32, 
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     (folder / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 16, "do_lower_case": True})
+        json.dumps(
+            {"tokenizer_class": "CLIPTokenizer", "model_max_length": context_length, "do_lower_case": True}
+        )
     )
     (folder / "special_tokens_map.json").write_text(
         json.dumps(
@@ -56,7 +64,7 @@ def make_tiny_clip_folder(folder: Path, *, seed: int = 0, image_size: int = 32, 
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
-            max_position_embeddings=16,
+            max_position_embeddings=context_length,
             eos_token_id=vocab["<|endoftext|>"],
             bos_token_id=vocab["<|startoftext|>"],
             pad_token_id=vocab["<|endoftext|>"],
