@@ -32,11 +32,17 @@ def tensor_to_pil(img: torch.Tensor) -> Image.Image | list[Image.Image]:
     return images[0] if len(images) == 1 else images
 
 
-def pil_to_tensor(image: Image.Image, size: int | None = None) -> torch.Tensor:
-    """PIL to a (1, 3, size, size) float32 tensor in [-1, 1], resized with Lanczos when needed."""
+def pil_to_tensor(
+    image: Image.Image, size: int | None = None, resample: int = Image.BILINEAR
+) -> torch.Tensor:
+    """PIL to a (1, 3, size, size) float32 tensor in [-1, 1], resized when needed.
+
+    The default resampling is PIL's (antialiased) bilinear, which is what e4e's
+    ``transforms.Resize((256, 256))`` applies to PIL images upstream.
+    """
     image = image.convert("RGB")
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.LANCZOS)
+        image = image.resize((size, size), resample)
     arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 

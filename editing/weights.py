@@ -385,26 +385,6 @@ def read_generator_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.
     return dict(ckpt["g_ema"]), ckpt.get("latent_avg")
 
 
-def read_e4e_checkpoint(
-    path: str | os.PathLike,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, dict[str, Any]]:
-    """Read an e4e (pSp-format) file: only the ``encoder.*`` keys, prefix removed.
-
-    Returns:
-        ``(encoder state dict, latent_avg or None, opts dict)``.
-    """
-    path = Path(path)
-    ckpt = _expect_mapping(load_torch_file(path, mmap=True), path, "e4e")
-    sd = ckpt.get("state_dict")
-    if not isinstance(sd, dict):
-        raise WeightsCorruptError(f"{path.name} has no 'state_dict' entry; it is not an e4e checkpoint.")
-    enc = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-    if not enc:
-        raise WeightsCorruptError(f"{path.name} holds no 'encoder.*' weights.")
-    opts = ckpt.get("opts") or {}
-    return enc, ckpt.get("latent_avg"), dict(opts) if isinstance(opts, dict) else {}
-
-
 def read_irse_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read ``model_ir_se50.pth`` (a plain state dict)."""
     path = Path(path)

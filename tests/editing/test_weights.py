@@ -17,7 +17,6 @@ from editing.weights import (
     REGISTRY,
     WeightStore,
     load_torch_file,
-    read_e4e_checkpoint,
     read_generator_checkpoint,
     read_mapper_checkpoint,
 )
@@ -141,16 +140,7 @@ def test_checkpoints_that_need_code_execution_or_are_corrupt_are_refused(tmp_pat
         load_torch_file(tmp_path / "trunc.pt")
 
 
-def test_e4e_and_mapper_readers_take_only_their_keys(tmp_path):
-    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": 1024, "lr": 1e-4, "flag": True, "none": None}
-    e4e = {
-        "state_dict": {"encoder.a.weight": torch.ones(2), "decoder.b": torch.zeros(3)},
-        "opts": opts,
-        "latent_avg": torch.zeros(18, 512),
-    }
-    (tmp_path / "e4e.pt").write_bytes(_bytes(e4e))
-    enc, latent_avg, o = read_e4e_checkpoint(tmp_path / "e4e.pt")
-    assert list(enc) == ["a.weight"] and latent_avg.shape == (18, 512) and o == opts
+def test_mapper_reader_takes_only_mapper_keys(tmp_path):
     mapper = {
         "state_dict": {
             "mapper.course_mapping.mapping.1.weight": torch.ones(2, 2),
