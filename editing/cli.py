@@ -25,7 +25,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download (also: HF_HUB_OFFLINE=1)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, …")
     p.add_argument(
-        "--precision", default="fp32", choices=("fp32", "bf16"), help="synthesis/encoder precision"
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto (default: bf16 where the CPU/GPU has native bf16), fp32 or bf16",
     )
 
 

@@ -1,84 +1,16 @@
-"""A tiny CLIP in exactly the transformers folder format of openai/clip-vit-base-patch32."""
+"""A tiny CLIP in exactly the transformers folder format of openai/clip-vit-base-patch32 (tests)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-
-def _byte_unicode() -> list[str]:
-    """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for bytes."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
+from scripts.seeded.clip import make_clip_folder
 
 
 def make_tiny_clip_folder(
     folder: Path, *, seed: int = 0, image_size: int = 32, patch: int = 8, context_length: int = 16
 ) -> Path:
-    """Write config.json, model.safetensors and tokenizer files for a seeded tiny CLIPModel.
-
-    ``context_length`` is the text tower's token budget (77 in the real CLIP; the byte-level
-    tokenizer here spends one token per character, so prompt templates need more than 16).
-    """
-    from transformers import CLIPConfig, CLIPModel
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = _byte_unicode()
-    vocab_list = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(vocab_list)}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {"tokenizer_class": "CLIPTokenizer", "model_max_length": context_length, "do_lower_case": True}
-        )
+    """A seeded tiny CLIPModel folder; see :func:`scripts.seeded.clip.make_clip_folder`."""
+    return make_clip_folder(
+        folder, seed=seed, image_size=image_size, patch=patch, context_length=context_length
     )
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps(
-            {
-                "bos_token": "<|startoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>",
-            }
-        )
-    )
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=context_length,
-            eos_token_id=vocab["<|endoftext|>"],
-            bos_token_id=vocab["<|startoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch,
-        ),
-        projection_dim=16,
-    )
-    torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
