@@ -250,7 +250,9 @@ class StyledConv(nn.Module):
         if torch.is_grad_enabled():
             out = torch.addcmul(out, noise, strength)
             return F.leaky_relu(out, LRELU_SLOPE).mul(LRELU_GAIN)
-        out.addcmul_(noise, strength)
+        # scale the one-channel noise first: addcmul_ into channels_last features is ~8x slower on
+        # CPU than add_ of a pre-scaled broadcast tensor (63 ms vs 8 ms at 1024 px in bf16)
+        out.add_(noise * strength)
         return F.leaky_relu_(out, LRELU_SLOPE).mul_(LRELU_GAIN)
 
 
