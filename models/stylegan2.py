@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -295,6 +296,7 @@ class Generator(nn.Module):
         style_dim: int = 512,  # width of z and w
         n_mlp: int = 8,  # mapping-network layers
         channel_multiplier: int = 2,  # channel width factor above 32 px (2 = config f)
+        channels: Mapping[int, int] | None = None,  # explicit {resolution: channels}, replaces the table
         blur_kernel: Sequence[int] = (1, 3, 3, 1),  # 1-D FIR taps for all up-sampling
         lr_mlp: float = 0.01,  # learning-rate multiplier of the mapping layers
     ):
@@ -313,7 +315,15 @@ class Generator(nn.Module):
         self.log_size = int(math.log2(size))
         self.num_layers = 2 * (self.log_size - 2) + 1  # noise inputs / StyledConvs
         self.n_latent = 2 * self.log_size - 2  # W+ rows
-        self.channels = channels_for(size, channel_multiplier)
+        if channels is None:
+            self.channels = channels_for(size, channel_multiplier)
+        else:  # narrow generators (the offline demo model set); same keys, smaller shapes
+            self.channels = {int(r): int(c) for r, c in channels.items() if int(r) <= size}
+            need = [2**i for i in range(2, self.log_size + 1)]
+            if sorted(self.channels) != need or any(c < 1 for c in self.channels.values()):
+                raise ValueError(
+                    f"channels must give a positive width for each resolution {need}, got {channels}"
+                )
 
         self.style = nn.Sequential(
             PixelNorm(),
@@ -528,10 +538,11 @@ def _is_rebuildable(key: str) -> bool:
     return key.endswith(".conv.blur.kernel") or key.endswith(".upsample.kernel") or key.startswith("noises.")
 
 
-def infer_generator_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """``size``, ``style_dim``, ``n_mlp`` and ``channel_multiplier`` of a g_ema state dict.
+def infer_generator_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``size``, ``style_dim``, ``n_mlp`` and the channel widths of a g_ema state dict.
 
-    The multiplier only shows above 32 px; for smaller generators the default 2 is returned.
+    Widths that follow rosinality's table give ``channel_multiplier`` (the multiplier only shows
+    above 32 px; smaller generators get the default 2); any other widths give ``channels``.
 
     Raises:
         ValueError: the keys do not look like a rosinality generator.
@@ -550,13 +561,19 @@ def infer_generator_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         n_mlp += 1
     size = 2 ** (n_rgb + 2)
     style_dim = int(state_dict["style.1.weight"].shape[1])
-    channel_multiplier = 2
-    if size >= 64:
-        c64 = int(state_dict["convs.6.conv.weight"].shape[1])  # output channels at 64 px = 256 m
-        if c64 % 256:
-            raise ValueError(f"channels at 64 px must be a multiple of 256, got {c64}")
-        channel_multiplier = c64 // 256
-    return {"size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channel_multiplier": channel_multiplier}
+    widths = {4: int(state_dict["input.input"].shape[1])}
+    for k in range(n_rgb):  # convs.{2k+1}: the second conv at 2^(k+3) px, (1, out, in, 3, 3)
+        key = f"convs.{2 * k + 1}.conv.weight"
+        if key not in state_dict:
+            raise ValueError(f"state_dict is not a StyleGAN2 g_ema: missing {key}")
+        widths[2 ** (k + 3)] = int(state_dict[key].shape[1])
+    config: dict[str, Any] = {"size": size, "style_dim": style_dim, "n_mlp": n_mlp}
+    m = widths[64] // 256 if size >= 64 else 2
+    if m >= 1 and widths == channels_for(size, m):
+        config["channel_multiplier"] = m
+    else:
+        config["channels"] = widths
+    return config
 
 
 def load_generator_state(model: Generator, state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -209,3 +209,19 @@ def test_gradients_reach_w_plus_through_the_skip_path():
     grad = w.grad.abs().sum(dim=2)[0]
     n_used = 2 * 4 - 2  # W+ rows feeding layers up to the 16-px toRGB (a 16-px network has 6)
     assert (grad[:n_used] > 0).all() and (grad[n_used:] == 0).all()
+
+
+def test_narrow_generators_round_trip_through_their_state_dict():
+    widths = {4: 64, 8: 64, 16: 32, 32: 16, 64: 8}
+    torch.manual_seed(0)
+    g = Generator(size=64, style_dim=64, n_mlp=2, channels=widths).eval()
+    sd = g.state_dict()
+    assert infer_generator_config(sd) == {"size": 64, "style_dim": 64, "n_mlp": 2, "channels": widths}
+    h = Generator.from_state_dict(sd).eval()
+    assert h.channels == widths and [la.dim for la in h.style_layers()][-3:] == [16, 8, 8]
+    w = g.mapping(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)))
+    with torch.inference_mode():
+        assert torch.equal(g.synthesis(w), h.synthesis(w))
+        assert h.synthesis(w).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="channels"):
+        Generator(size=64, channels={4: 8, 8: 8})
