@@ -72,7 +72,9 @@ class ClipEncoder(nn.Module):
     def from_folder(cls, folder: str | Path, *, normalize: bool = False) -> ClipEncoder:
         """Load a transformers-format CLIP folder (``config.json``, weights, tokenizer files)."""
         from transformers import CLIPModel, CLIPTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a local folder: a bar per load only clutters logs and stderr
         folder = str(folder)
         model = CLIPModel.from_pretrained(folder, local_files_only=True)
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)

@@ -11,26 +11,33 @@ a ``FaceEditor`` holds no per-user state and is safe to share between concurrent
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
+from editing import global_directions as gd
 from editing.align import AlignedFace, FaceAligner, load_image
+from editing.edits import EditableLatent, EditMetrics, EditResult, GlobalSettings, MapperSettings
 from editing.errors import WeightsCorruptError
 from editing.inversion import encode, face_to_tensor
+from editing.mapper import apply_mapper, edited_rows, load_mapper, mapper_levels
 from editing.synthesis import tensor_to_pil
 from editing.weights import WeightStore, load_torch_file, read_generator_checkpoint, read_irse_checkpoint
 from models.e4e import Encoder4Editing, e4e_from_checkpoint
 from models.irse import IRSE50, IDLoss
+from models.latent_mapper import LevelsMapper
 from models.stylegan2 import Generator
 
 PRECISIONS = ("auto", "fp32", "bf16")
-COMPONENTS = ("generator", "encoder", "aligner", "identity", "clip")
+COMPONENTS = ("generator", "encoder", "aligner", "identity", "clip", "global")
 W_AVG_SAMPLES = 4096  # mapped samples averaged when a generator file has no latent_avg
 
 
@@ -49,6 +56,32 @@ class InversionResult:
     reconstruction: Image.Image
     aligned: AlignedFace | None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GlobalDirectionData:
+    """What global directions need for one generator.
+
+    Attributes:
+        fs3: (C, D) float32 channel relevance, rows over ``layout.covered`` (official fs3 layout).
+        s_std: one (dim_l,) float32 tensor of S standard deviations per S layer.
+        layout: the generator's StyleSpace layout.
+        source: where the numbers come from (shown to users), e.g. "official fs3.npy".
+    """
+
+    fs3: torch.Tensor
+    s_std: tuple[torch.Tensor, ...]
+    layout: gd.StyleSpaceLayout
+    source: str = ""
+
+    def __post_init__(self):
+        if self.fs3.ndim != 2 or self.fs3.shape[0] != self.layout.n_covered_channels:
+            raise ValueError(
+                f"fs3 must have {self.layout.n_covered_channels} rows for this generator, "
+                f"got shape {tuple(self.fs3.shape)}"
+            )
+        if [int(t.numel()) for t in self.s_std] != list(self.layout.dims):
+            raise ValueError("s_std must hold one array per S layer with that layer's channel count")
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -86,6 +119,10 @@ class FaceEditor:
         aligner: dlib face aligner; needed for photos that are not aligned yet.
         identity: ArcFace ID loss / similarity (optional).
         clip: :class:`~editing.clip_text.ClipEncoder` (optional until editing).
+        global_data: relevance and S statistics for global directions (optional).
+        mappers: latent-mapper files by name (locally trained or official), loaded on first use.
+        store: where official mappers not in ``mappers`` are fetched from (registry
+            ``mapper-<name>``); None = only ``mappers``.
         device: "auto", "cpu", "cuda", …
         precision: "fp32", "bf16" (autocast for synthesis and encoding) or "auto" (bf16 where
             the hardware has native bf16, see :func:`pick_precision`).
@@ -102,6 +139,9 @@ class FaceEditor:
         aligner: FaceAligner | None = None,
         identity: IDLoss | None = None,
         clip: Any = None,
+        global_data: GlobalDirectionData | None = None,
+        mappers: Mapping[str, str | Path] | None = None,
+        store: WeightStore | None = None,
         device: str | torch.device | None = "auto",
         precision: str = "auto",
         name: str = "ffhq",
@@ -126,6 +166,23 @@ class FaceEditor:
         self.aligner = aligner
         self.identity = None if identity is None else identity.to(self.device)
         self.clip = None if clip is None else clip.to(self.device)
+        if global_data is not None:
+            dims = tuple(layer.dim for layer in generator.style_layers())
+            if tuple(global_data.layout.dims) != dims:
+                raise ValueError("global_data was computed for a generator with a different S layout")
+            global_data = GlobalDirectionData(
+                fs3=global_data.fs3.float().to(self.device),
+                s_std=tuple(t.reshape(-1).float().to(self.device) for t in global_data.s_std),
+                layout=global_data.layout,
+                source=global_data.source,
+            )
+        self.global_data = global_data
+        self.mapper_files = {k: Path(v) for k, v in (mappers or {}).items()}
+        self.store = store
+        # caches of pure functions of their keys (not per-user state): safe to share
+        self._lock = threading.Lock()
+        self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._mapper_cache: OrderedDict[str, LevelsMapper] = OrderedDict()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,12 +197,19 @@ class FaceEditor:
         encoder_entry: str = "e4e-ffhq",
         identity_entry: str = "ir-se50",
         clip_entry: str = "clip-vit-b32",
+        fs3_entry: str = "fs3",
+        s_stats: str | Path | None = None,  # a precompute folder (s_stats.npz + meta.json)
+        mappers: Mapping[str, str | Path] | None = None,
         name: str = "ffhq",
     ) -> FaceEditor:
         """Load the requested components from a :class:`~editing.weights.WeightStore`.
 
         Every needed file is located (or downloaded) first, so one
         :class:`~editing.errors.WeightsUnavailableError` names all that are missing.
+        ``"global"`` loads the relevance matrix (``fs3_entry``) and the S statistics: from the
+        ``s_stats`` file when given, else computed from the generator once and cached (see
+        :func:`global_data_for`). Official mappers are fetched from ``store`` on first use;
+        ``mappers`` adds local ones by name.
         """
         unknown = sorted(set(components) - set(COMPONENTS))
         if unknown or "generator" not in components:
@@ -158,6 +222,7 @@ class FaceEditor:
             "identity": identity_entry,
             "clip": clip_entry,
             "aligner": "dlib-landmarks68",
+            "global": fs3_entry,
         }
         paths = store.fetch_all([entries[c] for c in components])
         path = {c: paths[entries[c]] for c in components}
@@ -174,6 +239,9 @@ class FaceEditor:
             from editing.clip_text import ClipEncoder
 
             clip = ClipEncoder.from_folder(path["clip"])
+        global_data = None
+        if "global" in components:
+            global_data = global_data_for(generator, w_avg, fs3_path=path["global"], s_stats=s_stats)
         return cls(
             generator=generator,
             w_avg=w_avg,
@@ -182,6 +250,9 @@ class FaceEditor:
             aligner=aligner,
             identity=identity,
             clip=clip,
+            global_data=global_data,
+            mappers=mappers,
+            store=store,
             device=device,
             precision=precision,
             name=name,
@@ -276,6 +347,325 @@ class FaceEditor:
         t3 = time.perf_counter()
         timings = {"align": t1 - t0, "encode": t2 - t1, "render": t3 - t2}
         return InversionResult(w_plus=w_plus, reconstruction=rec, aligned=aligned, timings=timings)
+
+    # ------------------------------------------------------------------ latents and S
+    def latent(self, w_plus: torch.Tensor) -> EditableLatent:
+        """Wrap a W+ (1, n_latent, 512) as an editable latent, checking its shape."""
+        if w_plus.ndim != 3 or tuple(w_plus.shape) != (1, self.n_latent, self.generator.style_dim):
+            raise ValueError(f"w_plus must be (1, {self.n_latent}, 512), got {tuple(w_plus.shape)}")
+        return EditableLatent(w_plus.detach().float().cpu())
+
+    def _styles(self, latent: EditableLatent) -> list[torch.Tensor]:
+        styles = self.generator.w_plus_to_styles(latent.w_plus.to(self.device))
+        if latent.s_delta is not None:
+            if len(latent.s_delta) != len(styles):
+                raise ValueError(f"the latent's S offset has {len(latent.s_delta)} layers, not {len(styles)}")
+            styles = [s + d.to(s) for s, d in zip(styles, latent.s_delta, strict=True)]
+        return styles
+
+    @torch.inference_mode()
+    def render_latent(self, latent: EditableLatent, *, size: int | None = None) -> torch.Tensor:
+        """An editable latent → image (1, 3, size, size) float32 CPU in ~[-1, 1]."""
+        if latent.s_delta is None:
+            return self.render(latent.w_plus, size=size)
+        with self.autocast():
+            img = self.generator.synthesis_from_styles(self._styles(latent), out_size=size)
+        return img.float().cpu()
+
+    # ------------------------------------------------------------------ text
+    def _need_clip(self) -> Any:
+        if self.clip is None:
+            raise RuntimeError("this FaceEditor was built without CLIP")
+        return self.clip
+
+    def _cached(self, key: tuple, fn) -> torch.Tensor:
+        with self._lock:
+            if key in self._text_cache:
+                self._text_cache.move_to_end(key)
+                return self._text_cache[key]
+        value = fn()
+        with self._lock:
+            self._text_cache[key] = value
+            while len(self._text_cache) > 256:
+                self._text_cache.popitem(last=False)
+        return value
+
+    def text_embedding(self, text: str) -> torch.Tensor:
+        """Template-averaged CLIP embedding of ``text``: (D,) unit float32 on the device."""
+        clip = self._need_clip()
+        return self._cached(("emb", text), lambda: gd.prompt_embedding(clip, text))
+
+    def text_direction(self, target: str, neutral: str) -> torch.Tensor:
+        """Δt = normalise(t_target − t_neutral), (D,) on the device (cached per prompt pair)."""
+        clip = self._need_clip()
+        return self._cached(("dt", target, neutral), lambda: gd.delta_t(clip, target, neutral))
+
+    # ------------------------------------------------------------------ global directions
+    def _need_global(self) -> GlobalDirectionData:
+        if self.global_data is None:
+            raise RuntimeError("this FaceEditor has no global-direction data (fs3 and S statistics)")
+        return self.global_data
+
+    def channels_moved(self, target: str, neutral: str, beta: float) -> int:
+        """How many S channels an edit would move at threshold β (for a live slider read-out)."""
+        data = self._need_global()
+        r = self._cached(
+            ("r", target, neutral),
+            lambda: gd.relevance_scores(data.fs3, self.text_direction(target, neutral)),
+        )
+        return gd.channels_moved(r, beta)
+
+    def auto_beta(self, target: str, neutral: str) -> tuple[float, int]:
+        """The largest β in [0.1, 0.3) that still moves more than 20 channels, and its count."""
+        data = self._need_global()
+        return gd.auto_beta(data.fs3, self.text_direction(target, neutral))
+
+    def global_delta(self, settings: GlobalSettings) -> tuple[list[torch.Tensor], int, float]:
+        """α·Δs for the settings: (per-layer (dim_l,) tensors on the device, channels moved, β used)."""
+        data = self._need_global()
+        dt = self.text_direction(settings.target, settings.neutral)
+        beta = settings.beta
+        if beta is None:
+            beta, _ = gd.auto_beta(data.fs3, dt)
+        ds, n_moved = gd.delta_s(data.fs3, dt, beta, data.s_std, data.layout)
+        return [settings.alpha * d for d in ds], n_moved, beta
+
+    def edit_global(
+        self,
+        latent: EditableLatent,
+        settings: GlobalSettings,
+        *,
+        size: int | None = None,
+        metrics: bool = True,
+    ) -> EditResult:
+        """StyleCLIP global direction: s' = s + α·Δs, rendered at ``size`` (None = full).
+
+        α = 0 reproduces the input image exactly. ``size=256`` is the cheap slider preview.
+        """
+        t0 = time.perf_counter()
+        ds, n_moved, beta = self.global_delta(settings)
+        edited = latent if settings.alpha == 0 else latent.add_s_delta(ds)
+        t1 = time.perf_counter()
+        img = self.render_latent(edited, size=size)
+        t2 = time.perf_counter()
+        info = {"method": "global", "beta": beta, "channels_moved": n_moved, "alpha": settings.alpha}
+        m = None
+        if metrics:
+            m = self.measure(latent, img, settings.target, settings.neutral, {"channels_moved": n_moved})
+        timings = {"direction": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
+        return EditResult(edited, img, m, info, timings)
+
+    # ------------------------------------------------------------------ mappers
+    def mapper_names(self) -> list[str]:
+        """Mappers this editor can use: local files, then official ones available or downloadable."""
+        names = list(self.mapper_files)
+        if self.store is not None:
+            for entry in self.store.registry:
+                if entry.startswith("mapper-") and entry[len("mapper-") :] not in names:
+                    names.append(entry[len("mapper-") :])
+        return names
+
+    def mapper(self, name: str) -> LevelsMapper:
+        """The named mapper on this editor's device (loaded once, a few kept in memory)."""
+        with self._lock:
+            if name in self._mapper_cache:
+                self._mapper_cache.move_to_end(name)
+                return self._mapper_cache[name]
+        if name in self.mapper_files:
+            path = self.mapper_files[name]
+        elif self.store is not None and f"mapper-{name}" in self.store.registry:
+            path = self.store.fetch(f"mapper-{name}")
+        else:
+            known = ", ".join(self.mapper_names()) or "none"
+            raise ValueError(f"unknown mapper {name!r}; available: {known}")
+        m = load_mapper(path, n_latent=self.n_latent).to(self.device).requires_grad_(False)
+        with self._lock:
+            self._mapper_cache[name] = m
+            while len(self._mapper_cache) > 8:
+                self._mapper_cache.popitem(last=False)
+        return m
+
+    def mapper_info(self, name: str) -> dict:
+        """Levels of a mapper and the W+ rows they edit, for display."""
+        m = self.mapper(name)
+        return {
+            "levels": {
+                i.name: {"rows": [i.rows.start, i.rows.stop - 1], "enabled": i.enabled}
+                for i in mapper_levels(m)
+            },
+            "edited_rows": list(edited_rows(m)),
+        }
+
+    def edit_mapper(
+        self,
+        latent: EditableLatent,
+        settings: MapperSettings,
+        *,
+        size: int | None = None,
+        metrics: bool = True,
+        target: str | None = None,
+        neutral: str = "face",
+    ) -> EditResult:
+        """StyleCLIP latent mapper: w' = w + strength·M(w); the S offset (if any) is kept.
+
+        ``target`` is the text the metrics score against (default: the mapper's name in words).
+        """
+        t0 = time.perf_counter()
+        m = self.mapper(settings.mapper)
+        with torch.inference_mode():
+            w = apply_mapper(m, latent.w_plus.to(self.device), settings.strength)
+        edited = latent.with_w_plus(w)
+        t1 = time.perf_counter()
+        img = self.render_latent(edited, size=size)
+        t2 = time.perf_counter()
+        rows = list(edited_rows(m))
+        info = {
+            "method": "mapper",
+            "mapper": settings.mapper,
+            "strength": settings.strength,
+            "edited_rows": rows,
+        }
+        res = None
+        if metrics:
+            text = target or settings.mapper.replace("_", " ")
+            res = self.measure(latent, img, text, neutral, {"rows_changed": len(rows)})
+        timings = {"mapper": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
+        return EditResult(edited, img, res, info, timings)
+
+    # ------------------------------------------------------------------ metrics
+    @torch.inference_mode()
+    def measure(
+        self,
+        source: EditableLatent | torch.Tensor,
+        edited_img: torch.Tensor,
+        target: str,
+        neutral: str = "face",
+        changed: Mapping[str, int] | None = None,
+    ) -> EditMetrics:
+        """CLIP similarity to ``target`` (edited and source), the directional score, ArcFace identity.
+
+        Args:
+            source: the unedited latent (rendered here at the edited image's size) or its image.
+            edited_img: (1, 3, H, H) in [-1, 1].
+        """
+        src_img = (
+            source
+            if isinstance(source, torch.Tensor)
+            else self.render_latent(source, size=edited_img.shape[-1])
+        )
+        clip_sim = clip_src = directional = ident = None
+        if self.clip is not None:
+            both = torch.cat([src_img, edited_img]).to(self.device)
+            with self.autocast():
+                feats = self.clip.encode_image(both).float()  # (2, D) unit rows
+            t = self.text_embedding(target)
+            clip_src, clip_sim = (feats @ t).tolist()
+            if neutral.strip() != target.strip():
+                diff = feats[1] - feats[0]
+                norm = torch.linalg.vector_norm(diff)
+                if norm > 0:
+                    directional = float((diff / norm) @ self.text_direction(target, neutral))
+        if self.identity is not None:
+            with self.autocast():
+                ident = float(
+                    self.identity.identity_similarity(
+                        src_img.to(self.device), edited_img.to(self.device)
+                    ).float()
+                )
+        return EditMetrics(clip_sim, clip_src, directional, ident, dict(changed or {}))
+
+
+# ---------------------------------------------------------------------- global-direction data
+def layout_of(generator: Generator) -> gd.StyleSpaceLayout:
+    """The StyleSpace layout of a generator (any size or channel widths)."""
+    layers = generator.style_layers()
+    return gd.StyleSpaceLayout.from_layers(
+        [la.dim for la in layers], [la.is_torgb for la in layers], [la.resolution for la in layers]
+    )
+
+
+def generator_fingerprint(generator: Generator) -> str:
+    """SHA-256 over the generator's parameters and buffers (names, shapes, values): a cache key."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in generator.state_dict().items():
+        t = value.detach().float().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/text-face-editing`` (``~/.cache/text-face-editing``)."""
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "text-face-editing"
+
+
+def global_data_for(
+    generator: Generator,
+    w_avg: torch.Tensor,
+    *,
+    fs3_path: str | Path | None = None,
+    s_stats: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> GlobalDirectionData:
+    """Relevance and S statistics for a generator.
+
+    Args:
+        generator, w_avg: the generator and its (1, 512) average w.
+        fs3_path: an ``fs3.npy`` (official or from ``python -m editing precompute``); None = the
+            one in the ``s_stats`` folder.
+        s_stats: a precompute folder (``s_stats.npz`` + ``meta.json``). When None, the statistics
+            are computed from the generator with the official recipe (100k samples, ψ 0.7, ~12 s
+            on 2 CPU cores at 1024 px) once and cached under ``cache_dir`` by generator
+            fingerprint, so the official pickle is never needed.
+    Raises:
+        ValueError: the files do not fit the generator.
+    """
+    from editing.precompute import (
+        layout_metadata,
+        load_official_fs3,
+        load_precomputed,
+        s_statistics,
+        save_precomputed,
+    )
+
+    layout = layout_of(generator)
+    pre = None
+    if s_stats is not None:
+        pre = load_precomputed(s_stats)
+        if tuple(pre.layout.dims) != tuple(layout.dims):
+            raise ValueError(f"{s_stats} was computed for another generator (S dims differ)")
+        stats, source = pre.s_stats, f"S statistics from {s_stats}"
+    else:
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        folder = folder / "s_stats" / generator_fingerprint(generator)[:16]
+        try:
+            stats = load_precomputed(folder).s_stats
+        except (FileNotFoundError, ValueError):
+            stats = s_statistics(generator, w_avg)
+            try:
+                meta = {"layout": layout_metadata(layout), "note": "cached by FaceEditor"}
+                save_precomputed(folder, stats, None, meta)
+            except OSError:
+                pass  # a read-only cache only costs the recomputation next time
+        source = "S statistics computed from the generator"
+    if fs3_path is not None:
+        fs3 = load_official_fs3(fs3_path, layout, clip_dim=None)
+        source = f"relevance {Path(fs3_path).name}; {source}"
+    elif pre is not None and pre.fs3 is not None:
+        fs3 = pre.fs3
+    else:
+        raise ValueError("no relevance matrix: give fs3_path or a precompute folder with fs3.npy")
+    return GlobalDirectionData(
+        fs3=torch.from_numpy(np.ascontiguousarray(fs3)),
+        s_std=tuple(torch.from_numpy(np.asarray(s, dtype=np.float32)) for s in stats.std),
+        layout=layout,
+        source=source,
+    )
 
 
 # ---------------------------------------------------------------------- strict loaders
