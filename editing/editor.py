@@ -11,6 +11,7 @@ a ``FaceEditor`` holds no per-user state and is safe to share between concurrent
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -531,6 +532,79 @@ class FaceEditor:
             res = self.measure(latent, img, text, neutral, {"rows_changed": len(rows)})
         timings = {"mapper": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
         return EditResult(edited, img, res, info, timings)
+
+    # ------------------------------------------------------------------ optimisation
+    def edit_optimize(
+        self,
+        latent: EditableLatent | None,
+        target: str,
+        settings: Any = None,
+        *,
+        on_step: Any = None,
+        metrics: bool = True,
+        seed: int = 0,
+        neutral: str = "face",
+    ) -> EditResult:
+        """StyleCLIP latent optimisation towards ``target`` (see :mod:`editing.optimization`).
+
+        Args:
+            latent: the face to edit (mode ``"edit"``); ignored in ``"free_generation"``, which
+                starts from a random face drawn with ``seed`` at ``settings.truncation``.
+            target: the text the image should match (encoded as is, like upstream).
+            settings: :class:`~editing.optimization.OptimizationSettings` (default: the notebook's).
+            on_step: called with each :class:`~editing.optimization.StepInfo` (losses, and a
+                preview every ``settings.preview_every`` steps); return False to stop early.
+        Returns:
+            The result; ``info`` holds steps done, whether it was cancelled and the loss history.
+        """
+        from editing.edits import check_prompt
+        from editing.optimization import OptimizationSettings, optimize_latent, start_latent
+
+        settings = settings or OptimizationSettings()
+        target = check_prompt(target, "target")
+        clip = self._need_clip()
+        t0 = time.perf_counter()
+        if settings.mode == "free_generation":
+            start = EditableLatent(
+                start_latent(self.generator, self.w_avg, seed=seed, truncation=settings.truncation)
+                .float()
+                .cpu()
+            )
+        else:
+            if latent is None:
+                raise ValueError("latent optimisation in edit mode needs a face to start from")
+            start = latent
+        with torch.no_grad():
+            text = clip.encode_text([target]).float()  # (1, D)
+        result = optimize_latent(
+            self.generator,
+            clip,
+            text,
+            start.w_plus.to(self.device),
+            settings=settings,
+            identity=self.identity,
+            s_offset=None if start.s_delta is None else [d.to(self.device) for d in start.s_delta],
+            on_step=on_step,
+            autocast=self.autocast,
+        )
+        edited = EditableLatent(result.w_plus, result.s_delta)
+        t1 = time.perf_counter()
+        img = self.render_latent(edited)
+        t2 = time.perf_counter()
+        changed_rows = int(((edited.w_plus - start.w_plus).abs().amax(dim=2) > 0).sum())
+        info = {
+            "method": "optimize",
+            "mode": settings.mode,
+            "steps": result.steps,
+            "cancelled": result.cancelled,
+            "final_losses": dataclasses.asdict(result.history[-1]) if result.history else None,
+            "clip_loss_history": [round(h.clip, 5) for h in result.history],
+        }
+        m = None
+        if metrics:
+            m = self.measure(start, img, target, neutral, {"rows_changed": changed_rows})
+        timings = {"optimize": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
+        return EditResult(edited, img, m, info, timings)
 
     # ------------------------------------------------------------------ metrics
     @torch.inference_mode()

@@ -68,3 +68,26 @@ def test_text_embeddings_are_unit_and_distinct(tiny_clip):
     t = tiny_clip.encode_text(["grey hair", "a smiling face", "x" * 10_000])
     torch.testing.assert_close(t.norm(dim=-1), torch.ones(3))
     assert (t[0] - t[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256, 1024])
+def test_matrix_resampling_equals_upstream_nearest_then_avgpool(size):
+    from editing.clip_text import _reference_preprocess
+
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size), requires_grad=True)
+    y = clip_preprocess(x)
+    ref = _reference_preprocess(x, 224)
+    assert y.shape == (2, 3, 224, 224)
+    assert (y - ref).abs().max() < 1e-5
+    w = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    (g1,) = torch.autograd.grad((y * w).sum(), x)
+    (g2,) = torch.autograd.grad((ref * w).sum(), x)
+    assert (g1 - g2).abs().max() < 1e-5
+
+
+def test_cached_resampling_built_in_inference_mode_still_supports_autograd():
+    with torch.inference_mode():
+        clip_preprocess(torch.zeros(1, 3, 48 * 2, 48 * 2))  # first use, under inference mode
+    x = torch.ones(1, 3, 96, 96, requires_grad=True)
+    clip_preprocess(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -230,3 +230,29 @@ def test_latent_files_round_trip(editor, tmp_path):
         load_latent_file(tmp_path / "junk.npz", editor.n_latent, dims)
     with pytest.raises(ValueError, match="NaN"):
         EditableLatent(torch.full((1, editor.n_latent, 512), float("nan")))
+
+
+def test_optimize_wiring_progress_cancel_and_chaining(editor):
+    from editing.optimization import OptimizationSettings
+
+    src = editor.latent(editor.latent_from_seed(8))
+    g1 = editor.edit_global(src, GlobalSettings("face with glasses", alpha=3.0), metrics=False).latent
+    seen = []
+
+    def on_step(info):
+        seen.append((info.step, info.preview is not None))
+        return info.step < 3  # stop after the third update
+
+    res = editor.edit_optimize(
+        g1, "a smiling face", OptimizationSettings(steps=10, preview_every=2, loss_size=32), on_step=on_step
+    )
+    assert res.info["steps"] == 3 and res.info["cancelled"] is True
+    assert [s for s, _ in seen] == [1, 2, 3] and [p for _, p in seen] == [False, True, False]
+    assert res.latent.s_delta is not None  # the global edit's offset is carried through
+    assert all(torch.equal(a, b) for a, b in zip(res.latent.s_delta, g1.s_delta, strict=True))
+    assert not torch.equal(res.latent.w_plus, g1.w_plus)
+    assert res.image.shape == (1, 3, 64, 64) and res.metrics.changed["rows_changed"] > 0
+    free = editor.edit_optimize(None, "a face", OptimizationSettings(steps=2, mode="free_generation"), seed=3)
+    assert free.info["mode"] == "free_generation" and free.info["steps"] == 2
+    with pytest.raises(ValueError, match="edit mode"):
+        editor.edit_optimize(None, "a face", OptimizationSettings(steps=2))
