@@ -109,7 +109,7 @@ class ClipEncoder(nn.Module):
             texts = [texts]
         tok = self.tokenizer(
             list(texts),
-            padding="max_length",
+            padding="longest",  # = upstream's 77-token padding: the causal mask hides pads from EOS
             truncation=True,
             max_length=self.model.config.text_config.max_position_embeddings,
             return_tensors="pt",

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from editing import global_directions as gd
@@ -438,6 +439,7 @@ class FaceEditor:
         *,
         size: int | None = None,
         metrics: bool = True,
+        source_image: torch.Tensor | None = None,
     ) -> EditResult:
         """StyleCLIP global direction: s' = s + α·Δs, rendered at ``size`` (None = full).
 
@@ -452,7 +454,8 @@ class FaceEditor:
         info = {"method": "global", "beta": beta, "channels_moved": n_moved, "alpha": settings.alpha}
         m = None
         if metrics:
-            m = self.measure(latent, img, settings.target, settings.neutral, {"channels_moved": n_moved})
+            src = latent if source_image is None else source_image
+            m = self.measure(src, img, settings.target, settings.neutral, {"channels_moved": n_moved})
         timings = {"direction": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
         return EditResult(edited, img, m, info, timings)
 
@@ -506,6 +509,7 @@ class FaceEditor:
         metrics: bool = True,
         target: str | None = None,
         neutral: str = "face",
+        source_image: torch.Tensor | None = None,
     ) -> EditResult:
         """StyleCLIP latent mapper: w' = w + strength·M(w); the S offset (if any) is kept.
 
@@ -529,7 +533,8 @@ class FaceEditor:
         res = None
         if metrics:
             text = target or settings.mapper.replace("_", " ")
-            res = self.measure(latent, img, text, neutral, {"rows_changed": len(rows)})
+            src = latent if source_image is None else source_image
+            res = self.measure(src, img, text, neutral, {"rows_changed": len(rows)})
         timings = {"mapper": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
         return EditResult(edited, img, res, info, timings)
 
@@ -544,6 +549,7 @@ class FaceEditor:
         metrics: bool = True,
         seed: int = 0,
         neutral: str = "face",
+        source_image: torch.Tensor | None = None,
     ) -> EditResult:
         """StyleCLIP latent optimisation towards ``target`` (see :mod:`editing.optimization`).
 
@@ -602,7 +608,8 @@ class FaceEditor:
         }
         m = None
         if metrics:
-            m = self.measure(start, img, target, neutral, {"rows_changed": changed_rows})
+            src = start if source_image is None or settings.mode == "free_generation" else source_image
+            m = self.measure(src, img, target, neutral, {"rows_changed": changed_rows})
         timings = {"optimize": t1 - t0, "render": t2 - t1, "metrics": time.perf_counter() - t2}
         return EditResult(edited, img, m, info, timings)
 
@@ -619,14 +626,15 @@ class FaceEditor:
         """CLIP similarity to ``target`` (edited and source), the directional score, ArcFace identity.
 
         Args:
-            source: the unedited latent (rendered here at the edited image's size) or its image.
+            source: the unedited latent (rendered here at the edited image's size) or its image
+                (1, 3, H', H'), pooled to the edited size when larger (pass it to skip a render).
             edited_img: (1, 3, H, H) in [-1, 1].
         """
-        src_img = (
-            source
-            if isinstance(source, torch.Tensor)
-            else self.render_latent(source, size=edited_img.shape[-1])
-        )
+        size = edited_img.shape[-1]
+        if isinstance(source, torch.Tensor):
+            src_img = source if source.shape[-1] == size else F.adaptive_avg_pool2d(source, (size, size))
+        else:
+            src_img = self.render_latent(source, size=size)
         clip_sim = clip_src = directional = ident = None
         if self.clip is not None:
             both = torch.cat([src_img, edited_img]).to(self.device)

@@ -91,3 +91,14 @@ def test_cached_resampling_built_in_inference_mode_still_supports_autograd():
     x = torch.ones(1, 3, 96, 96, requires_grad=True)
     clip_preprocess(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_padding_to_the_longest_prompt_equals_padding_to_the_context(tmp_path):
+    enc = ClipEncoder.from_folder(make_tiny_clip_folder(tmp_path / "clip", context_length=64))
+    texts = ["a face", "a photo of a smiling face with glasses", "x"]
+    with torch.no_grad():
+        short = enc.encode_text(texts)
+        tok = enc.tokenizer(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")
+        out = enc.model.text_model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        full = torch.nn.functional.normalize(enc.model.text_projection(out.pooler_output), dim=-1)
+    assert torch.allclose(short, full, atol=1e-6)

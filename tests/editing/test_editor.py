@@ -256,3 +256,13 @@ def test_optimize_wiring_progress_cancel_and_chaining(editor):
     assert free.info["mode"] == "free_generation" and free.info["steps"] == 2
     with pytest.raises(ValueError, match="edit mode"):
         editor.edit_optimize(None, "a face", OptimizationSettings(steps=2))
+
+
+def test_metrics_with_a_given_source_image_skip_the_render_and_agree(editor):
+    src = editor.latent(editor.latent_from_seed(9))
+    settings = GlobalSettings("smiling face", alpha=4.0, beta=0.05)
+    a = editor.edit_global(src, settings)
+    b = editor.edit_global(src, settings, source_image=editor.render_latent(src))
+    assert a.metrics == b.metrics
+    preview = editor.edit_global(src, settings, size=32, source_image=editor.render_latent(src))
+    assert preview.metrics.identity_similarity is not None  # the 64-px source is pooled to 32 px
