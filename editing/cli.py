@@ -27,6 +27,13 @@ from editing.errors import FaceEditingError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models",
+        default="auto",
+        choices=("auto", "ffhq", "demo"),
+        help="model set: auto (default: FFHQ when its weights are present or downloadable, else the "
+        "offline demo set), ffhq or demo",
+    )
     p.add_argument("--weights", type=Path, default=None, help="folder holding the official model files")
     p.add_argument("--offline", action="store_true", help="never download (also: HF_HUB_OFFLINE=1)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, …")
@@ -107,17 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _editor(args: argparse.Namespace, components: tuple[str, ...], mappers: dict | None = None):
-    from editing.editor import FaceEditor
-    from editing.weights import WeightStore
+    from editing.model_sets import load_editor
 
-    store = WeightStore(local_dir=args.weights, offline=True if args.offline else None)
-    return FaceEditor.from_weights(
-        store,
+    return load_editor(
+        args.models,
+        weights=args.weights,
+        offline=True if args.offline else None,
         components=components,
         device=args.device,
         precision=args.precision,
         mappers=mappers,
         s_stats=getattr(args, "s_stats", None),
+        log=lambda line: setattr(args, "models_note", line),
     )
 
 
@@ -211,6 +219,7 @@ def _run_edit(args: argparse.Namespace, t0: float) -> dict:
         outputs["latent_npz"] = str(args.out.with_suffix(".npz"))
     summary = {
         "models": editor.name,
+        "models_note": getattr(args, "models_note", None),
         "method": args.method,
         "input": str(args.input)
         if args.input is not None
@@ -323,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = run(args)
+        if isinstance(summary, dict) and getattr(args, "models_note", None):
+            summary.setdefault("models_note", args.models_note)
     except (FaceEditingError, ValueError, FileNotFoundError, IsADirectoryError) as exc:
         text = str(exc).strip() or type(exc).__name__
         first, _, rest = text.partition("\n")

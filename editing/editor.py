@@ -199,7 +199,7 @@ class FaceEditor:
         encoder_entry: str = "e4e-ffhq",
         identity_entry: str = "ir-se50",
         clip_entry: str = "clip-vit-b32",
-        fs3_entry: str = "fs3",
+        fs3_entry: str | None = "fs3",  # None: the relevance comes with the s_stats folder
         s_stats: str | Path | None = None,  # a precompute folder (s_stats.npz + meta.json)
         mappers: Mapping[str, str | Path] | None = None,
         name: str = "ffhq",
@@ -226,8 +226,11 @@ class FaceEditor:
             "aligner": "dlib-landmarks68",
             "global": fs3_entry,
         }
-        paths = store.fetch_all([entries[c] for c in components])
-        path = {c: paths[entries[c]] for c in components}
+        if fs3_entry is None and "global" in components and s_stats is None:
+            raise ValueError("global directions need fs3_entry or an s_stats folder holding fs3.npy")
+        wanted = [c for c in components if entries[c] is not None]
+        paths = store.fetch_all([entries[c] for c in wanted])
+        path = {c: paths[entries[c]] for c in wanted}
 
         generator, w_avg = load_generator(path["generator"])
         encoder = latent_avg = aligner = identity = clip = None
@@ -243,7 +246,7 @@ class FaceEditor:
             clip = ClipEncoder.from_folder(path["clip"])
         global_data = None
         if "global" in components:
-            global_data = global_data_for(generator, w_avg, fs3_path=path["global"], s_stats=s_stats)
+            global_data = global_data_for(generator, w_avg, fs3_path=path.get("global"), s_stats=s_stats)
         return cls(
             generator=generator,
             w_avg=w_avg,
