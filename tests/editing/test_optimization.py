@@ -201,8 +201,9 @@ def test_previews_come_at_loss_size(clip):
         g, clip, _text(clip), w0, settings=settings, on_step=lambda i: previews.append(i.preview)
     )
     assert previews[0].shape == (1, 3, 32, 32)  # the 32-px skip image, not the 64-px render
-    with torch.no_grad():
-        torch.testing.assert_close(previews[0], g.synthesis(w0, out_size=32), rtol=0, atol=1e-6)
+    # the same render the first step made: with gradients to the latent (the style-gradient path)
+    expected = g.synthesis(w0.clone().requires_grad_(True), out_size=32).detach()
+    torch.testing.assert_close(previews[0], expected, rtol=0, atol=1e-6)
     # rows that only act above 32 px get no gradient and stay exactly at the start
     rows_32 = 2 * int(math.log2(32)) - 2  # W+ rows used up to the 32-px toRGB
     assert torch.equal(r.w_plus[:, rows_32:], w0[:, rows_32:])
