@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from editing.checks import check_float, check_int
 from editing.mapper import apply_mapper
 from editing.weights import load_torch_file
 from models.latent_mapper import LEVELS, LR_MUL, LevelsMapper
@@ -79,22 +80,6 @@ DEFAULT_TRUNCATION = 0.7  # psi of upstream's random training latents (coach.con
 DEFAULT_N_LATENTS = 5000  # upstream --train_dataset_size
 # settings that may change between a run and its resumption (they do not change the trajectory)
 RESUMABLE_CHANGES = ("steps", "log_every", "save_every", "preview_every")
-
-
-def _check_int(x: object, name: str, lo: int, hi: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
-        raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {x!r}")
-    return x
-
-
-def _check_float(x: object, name: str, lo: float, hi: float, *, open_low: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ValueError(f"{name} must be a number, got {x!r}")
-    x = float(x)
-    if not math.isfinite(x) or not lo <= x <= hi or (open_low and x == lo):
-        bound = f"({lo:g}, {hi:g}]" if open_low else f"[{lo:g}, {hi:g}]"
-        raise ValueError(f"{name} must be finite and in {bound}, got {x!r}")
-    return x
 
 
 @dataclass(frozen=True)
@@ -124,31 +109,31 @@ class MapperTrainingSettings:
     preview_every: int = 100  # hand (x, x_hat) to on_step every N steps; 0 = never
 
     def __post_init__(self):
-        _check_int(self.steps, "steps", 1, MAX_STEPS)
-        _check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
-        object.__setattr__(self, "lr", _check_float(self.lr, "lr", 0.0, MAX_LR, open_low=True))
+        check_int(self.steps, "steps", 1, MAX_STEPS)
+        check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
+        object.__setattr__(self, "lr", check_float(self.lr, "lr", 0.0, MAX_LR, open_low=True))
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        clip_lambda = _check_float(self.clip_lambda, "clip_lambda", 0.0, MAX_LAMBDA, open_low=True)
+        clip_lambda = check_float(self.clip_lambda, "clip_lambda", 0.0, MAX_LAMBDA, open_low=True)
         object.__setattr__(self, "clip_lambda", clip_lambda)
-        l2 = _check_float(self.latent_l2_lambda, "latent_l2_lambda", 0.0, MAX_LAMBDA)
+        l2 = check_float(self.latent_l2_lambda, "latent_l2_lambda", 0.0, MAX_LAMBDA)
         object.__setattr__(self, "latent_l2_lambda", l2)
-        object.__setattr__(self, "id_lambda", _check_float(self.id_lambda, "id_lambda", 0.0, MAX_LAMBDA))
+        object.__setattr__(self, "id_lambda", check_float(self.id_lambda, "id_lambda", 0.0, MAX_LAMBDA))
         for name in ("no_coarse", "no_medium", "no_fine"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.no_coarse and self.no_medium and self.no_fine:
             raise ValueError("no_coarse, no_medium, no_fine: at least one level must be trained")
-        strength = _check_float(self.strength, "strength", 0.0, 10.0, open_low=True)
+        strength = check_float(self.strength, "strength", 0.0, 10.0, open_low=True)
         object.__setattr__(self, "strength", strength)
         if self.loss_size is not None and (
             isinstance(self.loss_size, bool) or self.loss_size not in LOSS_SIZES
         ):
             raise ValueError(f"loss_size must be None or one of {LOSS_SIZES}, got {self.loss_size!r}")
-        _check_int(self.seed, "seed", 0, 2**63 - 1)
-        _check_int(self.log_every, "log_every", 0, MAX_STEPS)
-        _check_int(self.save_every, "save_every", 0, MAX_STEPS)
-        _check_int(self.preview_every, "preview_every", 0, MAX_STEPS)
+        check_int(self.seed, "seed", 0, 2**63 - 1)
+        check_int(self.log_every, "log_every", 0, MAX_STEPS)
+        check_int(self.save_every, "save_every", 0, MAX_STEPS)
+        check_int(self.preview_every, "preview_every", 0, MAX_STEPS)
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -363,10 +348,10 @@ def sample_latents(
     Returns:
         (n, n_latent, 512) float32 CPU tensor, every row of a latent equal.
     """
-    _check_int(n, "n", 1, 10_000_000)
-    _check_int(seed, "seed", 0, 2**63 - 1)
-    truncation = _check_float(truncation, "truncation", 0.0, 1.0)
-    _check_int(chunk, "chunk", 1, 1 << 20)
+    check_int(n, "n", 1, 10_000_000)
+    check_int(seed, "seed", 0, 2**63 - 1)
+    truncation = check_float(truncation, "truncation", 0.0, 1.0)
+    check_int(chunk, "chunk", 1, 1 << 20)
     device = _device_of(generator)
     w_avg = w_avg.reshape(1, -1).to(device, torch.float32)
     rng = torch.Generator().manual_seed(seed)
@@ -1007,8 +992,8 @@ def run_train_mapper(
         latents_file = None if args.latents is None else str(args.latents)
         n_latents = DEFAULT_N_LATENTS if args.n_latents is None else args.n_latents
         truncation = DEFAULT_TRUNCATION if args.truncation is None else args.truncation
-        _check_int(n_latents, "--n-latents", 1, 10_000_000)
-        _check_float(truncation, "--truncation", 0.0, 1.0)
+        check_int(n_latents, "--n-latents", 1, 10_000_000)
+        check_float(truncation, "--truncation", 0.0, 1.0)
     if latents_file is not None and not Path(latents_file).is_file():
         raise ValueError(f"--latents {latents_file} does not exist")
     meta = {"latents": latents_file}

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from editing.checks import check_float, check_int
 from models.stylegan2 import Generator
 
 MODES = ("edit", "free_generation")
@@ -58,22 +59,6 @@ MAX_LAMBDA = 1e4
 LOSS_SIZES = (32, 64, 128, 256, 512, 1024)  # CLIP's resampling needs a multiple of 32
 LR_RAMPDOWN = 0.25  # fraction of the run over which the lr decays to 0 (cosine), upstream get_lr
 LR_RAMPUP = 0.05  # fraction of the run over which the lr rises linearly from 0
-
-
-def _check_int(x: object, name: str, lo: int, hi: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
-        raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {x!r}")
-    return x
-
-
-def _check_float(x: object, name: str, lo: float, hi: float, *, open_low: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ValueError(f"{name} must be a number, got {x!r}")
-    x = float(x)
-    if not math.isfinite(x) or not lo <= x <= hi or (open_low and x == lo):
-        bound = f"({lo:g}, {hi:g}]" if open_low else f"[{lo:g}, {hi:g}]"
-        raise ValueError(f"{name} must be finite and in {bound}, got {x!r}")
-    return x
 
 
 @dataclass(frozen=True)
@@ -95,20 +80,20 @@ class OptimizationSettings:
     preview_every: int = 10  # hand a preview image to on_step every N steps; 0 = never
 
     def __post_init__(self):
-        _check_int(self.steps, "steps", 1, MAX_STEPS)
-        object.__setattr__(self, "lr", _check_float(self.lr, "lr", 0.0, MAX_LR, open_low=True))
-        object.__setattr__(self, "l2_lambda", _check_float(self.l2_lambda, "l2_lambda", 0.0, MAX_LAMBDA))
-        object.__setattr__(self, "id_lambda", _check_float(self.id_lambda, "id_lambda", 0.0, MAX_LAMBDA))
+        check_int(self.steps, "steps", 1, MAX_STEPS)
+        object.__setattr__(self, "lr", check_float(self.lr, "lr", 0.0, MAX_LR, open_low=True))
+        object.__setattr__(self, "l2_lambda", check_float(self.l2_lambda, "l2_lambda", 0.0, MAX_LAMBDA))
+        object.__setattr__(self, "id_lambda", check_float(self.id_lambda, "id_lambda", 0.0, MAX_LAMBDA))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        object.__setattr__(self, "truncation", _check_float(self.truncation, "truncation", 0.0, 1.0))
+        object.__setattr__(self, "truncation", check_float(self.truncation, "truncation", 0.0, 1.0))
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
         if self.loss_size is not None and (
             isinstance(self.loss_size, bool) or self.loss_size not in LOSS_SIZES
         ):
             raise ValueError(f"loss_size must be None or one of {LOSS_SIZES}, got {self.loss_size!r}")
-        _check_int(self.preview_every, "preview_every", 0, MAX_STEPS)
+        check_int(self.preview_every, "preview_every", 0, MAX_STEPS)
 
 
 @dataclass(frozen=True)
@@ -207,8 +192,8 @@ def start_latent(generator: Generator, w_avg: torch.Tensor, *, seed: int, trunca
     Returns:
         (1, n_latent, 512) W+ in the generator's dtype (float32), detached.
     """
-    _check_int(seed, "seed", 0, 2**63 - 1)
-    truncation = _check_float(truncation, "truncation", 0.0, 1.0)
+    check_int(seed, "seed", 0, 2**63 - 1)
+    truncation = check_float(truncation, "truncation", 0.0, 1.0)
     dtype = generator.input.input.dtype
     w_avg = w_avg.reshape(1, -1).to(dtype)
     z = torch.randn(1, generator.style_dim, generator=torch.Generator().manual_seed(seed))

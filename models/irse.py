@@ -128,7 +128,7 @@ def check_layout(
     widths, units = tuple(int(w) for w in widths), tuple(int(u) for u in units)
     if len(widths) != N_STAGES or len(units) != N_STAGES:
         raise ValueError(f"widths and units must have {N_STAGES} entries, got {widths} and {units}")
-    if widths[0] < SE_REDUCTION or any(b <= a for a, b in zip(widths, widths[1:], strict=False)):
+    if widths[0] < SE_REDUCTION or any(b <= a for a, b in itertools.pairwise(widths)):
         raise ValueError(f"widths must be >= {SE_REDUCTION} and strictly increasing, got {widths}")
     if min(units) < 1:
         raise ValueError(f"units must all be >= 1, got {units}")

@@ -2,7 +2,8 @@
 
 Goldens (``tests/golden/irse50.json``) come from orpatashnik/StyleCLIP (commit f87a47f)
 ``models/facial_recognition/model_irse.py`` ``Backbone(112, 50, 'ir_se', drop_ratio=0.6)`` and
-``criteria/id_loss.py`` ``IDLoss`` (scratch copy patched only to drop ``.cuda()``), loaded strictly
+``criteria/id_loss.py`` ``IDLoss`` (scratch copy patched only to drop its hard-coded CUDA
+transfer), loaded strictly
 from the seeded ``model_ir_se50.pth``; TreB1eN/InsightFace_Pytorch ``model.py`` ``Backbone(50, 0.6,
 'ir_se')`` gives bit-identical embeddings. To regenerate::
 

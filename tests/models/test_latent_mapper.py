@@ -1,7 +1,7 @@
 """StyleCLIP latent mapper: parity with the reference, level masking, strict loading, file loading.
 
 Goldens (``tests/golden/mapper.json``) come from orpatashnik/StyleCLIP ``mapper/latent_mappers.py``
-``LevelsMapper`` (commit f87a47f, scratch copy patched only to drop ``input.cuda()`` in
+``LevelsMapper`` (commit f87a47f, scratch copy patched only to drop the hard-coded CUDA transfer in
 ``models/stylegan2/op/fused_act.py``), loaded strictly from the seeded files and run as its
 inference script does (``w + 0.1 * mapper(w)``). To regenerate::
 
