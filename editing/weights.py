@@ -171,6 +171,7 @@ class WeightStore:
     registry: dict[str, WeightFile] = field(default_factory=lambda: dict(REGISTRY))
     _verified: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _reachable: bool | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.local_dir is not None:
@@ -222,7 +223,9 @@ class WeightStore:
             p = self.locate(name)
             e = self.entry(name)
             reasons: list[str] = []
-            if p is None and not self.offline:
+            if p is None and not self.offline and e.sources and not self._hub_reachable():
+                reasons.append(f"{self._hub_host()} cannot be reached (no network or DNS)")
+            elif p is None and not self.offline:
                 for src in e.sources:
                     try:
                         p = self._from_hub(e, src, local_only=False)
@@ -243,6 +246,29 @@ class WeightStore:
                 self._missing_message(missing), missing=tuple(e for e, _ in missing)
             )
         return found
+
+    def _hub_host(self) -> str:
+        from urllib.parse import urlparse
+
+        url = self.endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+        return urlparse(url).hostname or "huggingface.co"
+
+    def _hub_reachable(self) -> bool:
+        """One quick name lookup and TCP connect per store: without network the Hub client would
+        retry every file with exponential back-off (minutes) before giving up."""
+        if self._reachable is None:
+            import socket
+            from urllib.parse import urlparse
+
+            url = self.endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+            parsed = urlparse(url)
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            try:
+                with socket.create_connection((parsed.hostname, port), timeout=3):
+                    self._reachable = True
+            except OSError:
+                self._reachable = False
+        return self._reachable
 
     def available(self, names: Iterable[str]) -> bool:
         """True when every entry is already on this machine (no network is used)."""

@@ -154,3 +154,17 @@ def test_mapper_reader_takes_only_mapper_keys(tmp_path):
     (tmp_path / "gen.pt").write_bytes(_bytes({"g": {}}))
     with pytest.raises(WeightsCorruptError, match="g_ema"):
         read_generator_checkpoint(tmp_path / "gen.pt")
+
+
+def test_unreachable_hub_fails_at_once_with_the_reason(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    store = WeightStore(local_dir=tmp_path, endpoint=endpoint, offline=False, progress=False)
+    with pytest.raises(WeightsUnavailableError) as e:
+        store.fetch_all(["stylegan2-ffhq", "e4e-ffhq"])
+    assert "cannot be reached" in str(e.value) and "stylegan2-ffhq-config-f.pt" in str(e.value)
+    assert store._reachable is False  # probed once, not per file and mirror
