@@ -324,7 +324,8 @@ class FaceEditor:
         if self.encoder is None:
             raise RuntimeError("this FaceEditor was built without an encoder")
         with self.autocast():
-            w_plus = encode(self.encoder, face_to_tensor(aligned, self.device), self.encoder_latent_avg)
+            img = face_to_tensor(aligned, self.device, self.encoder.input_size)
+            w_plus = encode(self.encoder, img, self.encoder_latent_avg)
         return w_plus.float().cpu()
 
     def invert(self, image: Any, *, align: bool = True, face_index: int = 0) -> InversionResult:

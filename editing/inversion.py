@@ -22,17 +22,21 @@ def encode(encoder: nn.Module, img: torch.Tensor, latent_avg: torch.Tensor) -> t
 
     Args:
         encoder: an e4e ``Encoder4Editing`` returning (B, n_latent, 512) codes without latent_avg.
-        img: (B, 3, 256, 256) float in [-1, 1], FFHQ-aligned faces.
+        img: (B, 3, S, S) float in [-1, 1], FFHQ-aligned faces; S is the encoder's ``input_size``
+            (256 for the official e4e).
         latent_avg: (512,) or (n_latent, 512), the checkpoint's average latent.
     Returns:
         (B, n_latent, 512) float32 W+.
     """
-    if img.ndim != 4 or img.shape[1:] != (3, ENCODER_SIZE, ENCODER_SIZE):
-        raise ValueError(f"img must be (B, 3, {ENCODER_SIZE}, {ENCODER_SIZE}), got {tuple(img.shape)}")
+    size = getattr(encoder, "input_size", ENCODER_SIZE)
+    if img.ndim != 4 or img.shape[1:] != (3, size, size):
+        raise ValueError(f"img must be (B, 3, {size}, {size}), got {tuple(img.shape)}")
     codes = encoder(img)  # (B, n_latent, 512)
     return (codes.float() + latent_avg.to(codes.device, torch.float32)).float()
 
 
-def face_to_tensor(aligned: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
-    """An aligned face (any size) to the encoder's (1, 3, 256, 256) input in [-1, 1]."""
-    return pil_to_tensor(aligned, ENCODER_SIZE).to(device)
+def face_to_tensor(
+    aligned: Image.Image, device: torch.device | str = "cpu", size: int = ENCODER_SIZE
+) -> torch.Tensor:
+    """An aligned face (any size) to the encoder's (1, 3, size, size) input in [-1, 1]."""
+    return pil_to_tensor(aligned, size).to(device)

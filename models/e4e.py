@@ -63,21 +63,26 @@ class GradualStyleBlock(nn.Module):
         in_channels: int,  # channels of the feature map read
         out_channels: int,  # code width (the generator's latent size, 512)
         spatial: int,  # side of the feature map read, a power of two >= 2
+        width: int | None = None,  # channels of the head's convs; None = out_channels (upstream)
     ):
         super().__init__()
+        width = out_channels if width is None else width
+        if width < 1:
+            raise ValueError(f"width must be positive, got {width}")
         n_convs = int(math.log2(spatial))
         if spatial < 2 or 2**n_convs != spatial:
             raise ValueError(f"spatial must be a power of two >= 2, got {spatial}")
         layers: list[nn.Module] = []
         for i in range(n_convs):
             layers.append(
-                nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
+                nn.Conv2d(in_channels if i == 0 else width, width, 3, stride=2, padding=1)
             )
             layers.append(nn.LeakyReLU(HEAD_SLOPE))
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_channels, out_channels)
+        self.linear = EqualLinear(width, out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.width = width
         self.spatial = spatial
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,11 +90,11 @@ class GradualStyleBlock(nn.Module):
         assert x.ndim == 4 and x.shape[1:] == (self.in_channels, s, s), (
             f"expected (B, {self.in_channels}, {s}, {s}), got {tuple(x.shape)}"
         )
-        x = self.convs(x)  # (B, C_out, 1, 1)
+        x = self.convs(x)  # (B, width, 1, 1)
         return self.linear(x.flatten(1))  # (B, C_out)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}, spatial={self.spatial}"
+        return f"{self.in_channels} -> {self.out_channels}, spatial={self.spatial}, width={self.width}"
 
 
 def upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,6 +119,7 @@ class Encoder4Editing(nn.Module):
         input_size: int = 256,  # S, input resolution in pixels: 16 * 2^k, k >= 1
         widths: Sequence[int] = IRSE50_WIDTHS,  # channels of the 4 backbone stages
         units: Sequence[int] = IRSE50_UNITS,  # IR-SE units per backbone stage
+        head_width: int | None = None,  # channels of the map2style convs; None = latent_dim (upstream)
     ):
         super().__init__()
         if n_styles < 1:
@@ -131,7 +137,8 @@ class Encoder4Editing(nn.Module):
         sides = [
             input_size // (16 if i < COARSE_END else 8 if i < MIDDLE_END else 4) for i in range(n_styles)
         ]
-        self.styles = nn.ModuleList(GradualStyleBlock(top, latent_dim, side) for side in sides)
+        self.styles = nn.ModuleList(GradualStyleBlock(top, latent_dim, side, head_width) for side in sides)
+        self.head_width = latent_dim if head_width is None else head_width
         self.latlayer1 = nn.Conv2d(self.widths[2], top, kernel_size=1)
         self.latlayer2 = nn.Conv2d(self.widths[1], top, kernel_size=1)
         ends = stage_ends(self.units)
@@ -144,8 +151,8 @@ class Encoder4Editing(nn.Module):
     ) -> Encoder4Editing:
         """Build an encoder with the configuration the tensors describe and load it strictly (eval).
 
-        n_styles, latent_dim and the backbone layout come from the shapes; the input size from
-        the number of convs of the first head (4 -> 256 px). The module adopts the given tensors
+        n_styles, latent_dim, the head width and the backbone layout come from the shapes; the input
+        size from the number of convs of the first head (4 -> 256 px). The module adopts the given tensors
         (no copy), cast to float32 where needed.
 
         Raises:
@@ -160,7 +167,7 @@ class Encoder4Editing(nn.Module):
                 "state_dict has no map2style heads (expected keys like 'styles.0.linear.weight')"
             )
         n_convs = sum(1 for k in state_dict if k.startswith("styles.0.convs.") and k.endswith(".weight"))
-        latent_dim = int(state_dict["styles.0.linear.weight"].shape[0])
+        latent_dim, head_width = (int(n) for n in state_dict["styles.0.linear.weight"].shape)
         with torch.device("meta"):  # no random init of weights that are replaced at once
             enc = cls(
                 n_styles=n_styles,
@@ -168,6 +175,7 @@ class Encoder4Editing(nn.Module):
                 input_size=16 * 2 ** max(n_convs, 1),
                 widths=widths,
                 units=units,
+                head_width=head_width,
             )
         load_state_dict_strict(enc, state_dict, "e4e encoder", assign=True)
         return enc.eval()

@@ -120,6 +120,23 @@ def test_head_is_strided_convs_then_equal_linear():
         GradualStyleBlock(8, 6, spatial=6)
 
 
+def test_narrow_heads_keep_the_keys_and_load_back_with_their_width():
+    torch.manual_seed(0)
+    enc = Encoder4Editing(**TINY, head_width=8)
+    upstream = Encoder4Editing(**TINY)
+    assert list(enc.state_dict()) == list(upstream.state_dict())  # same key names, other shapes
+    assert enc.styles[0].convs[0].weight.shape == (8, 64, 3, 3)
+    assert enc.styles[0].linear.weight.shape == (32, 8)  # latent_dim x head width
+    assert upstream.styles[0].linear.weight.shape == (32, 32) and upstream.head_width == 32
+    loaded = Encoder4Editing.from_state_dict(dict(enc.state_dict()))
+    assert loaded.head_width == 8 and loaded.input_size == 64
+    x = seeded_input(2, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), enc.eval()(x))
+    with pytest.raises(ValueError, match="width must be positive"):
+        GradualStyleBlock(8, 6, spatial=4, width=0)
+
+
 @pytest.mark.parametrize("n_styles", [2, 5, 8, 14])
 def test_fewer_styles_for_small_generators(n_styles):
     encoder = Encoder4Editing.from_state_dict(_encoder_sd(_tiny(n_styles=n_styles)))
