@@ -475,13 +475,18 @@ def mapper_opts(
     return opts
 
 
-def mapper_checkpoint(mapper: LevelsMapper, opts: Mapping[str, Any]) -> dict[str, Any]:
+def mapper_checkpoint(
+    mapper: LevelsMapper, opts: Mapping[str, Any], dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
     """The official mapper-file layout: ``{"state_dict": {"mapper.<key>": fp32 CPU}, "opts": opts}``.
 
     Tensors are contiguous copies (no shared storage), so the saved file holds only the mapper.
+    ``dtype=torch.float16`` halves the file (the shipped demo mappers); loaders cast back to fp32.
     """
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
     state_dict = {
-        f"mapper.{k}": v.detach().to("cpu", torch.float32).contiguous().clone()
+        f"mapper.{k}": v.detach().to("cpu", dtype).contiguous().clone()
         for k, v in mapper.state_dict().items()
     }
     return {"state_dict": state_dict, "opts": dict(opts)}
@@ -912,6 +917,9 @@ def add_train_mapper_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--state", type=Path, default=None, help="training state to write (default OUT.state.pt)")
     p.add_argument("--save-every", type=int, default=None, help="write the state every N steps (2000)")
     p.add_argument("--log-every", type=int, default=None, help="print progress every N steps (50)")
+    p.add_argument(
+        "--half", action="store_true", help="store the mapper weights as float16 (half the file size)"
+    )
 
 
 def _print_err(line: str) -> None:
@@ -1046,7 +1054,8 @@ def run_train_mapper(
         steps_done=result.steps,
         extra={"latents_train_path": latents_file or "", "train_dataset_size": int(latents.shape[0])},
     )
-    save_mapper_checkpoint(out, mapper_checkpoint(result.mapper, opts))
+    dtype = torch.float16 if getattr(args, "half", False) else torch.float32
+    save_mapper_checkpoint(out, mapper_checkpoint(result.mapper, opts, dtype))
     last = result.history[-1].as_dict() if result.history else None
     return {
         "out": str(out),

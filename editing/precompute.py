@@ -274,6 +274,15 @@ def s_statistics(
 # channel relevance (fs3)
 
 
+def generator_layout(generator: nn.Module) -> StyleSpaceLayout:
+    """The S layout read from the generator's own layers, so narrow generators with explicit
+    per-resolution widths (the demo set) get their real channel counts, not ``layout_for``'s."""
+    layers = generator.style_layers()
+    return StyleSpaceLayout.from_layers(
+        [la.dim for la in layers], [la.is_torgb for la in layers], [la.resolution for la in layers]
+    )
+
+
 def channel_relevance(
     generator: nn.Module,
     clip: nn.Module,
@@ -329,7 +338,7 @@ def channel_relevance(
         order of ``layers`` then channel; unit rows, or zero rows for channels that do not change
         the render.
     """
-    layout = layout_for(generator.size, generator.channel_multiplier)
+    layout = generator_layout(generator)
     layers = tuple(layout.covered if layers is None else (int(i) for i in layers))
     _check_layers(layers, layout)
     if tuple(s_stats.dims) != tuple(layout.dims):
@@ -768,18 +777,20 @@ def run_precompute(args: argparse.Namespace, editor_factory: Callable[[tuple[str
         A JSON-able summary (output folder, shapes, seconds).
     """
     from editing.clip_text import ClipEncoder
+    from editing.editor import generator_fingerprint
 
     t0 = time.perf_counter()
     components = ("generator",) if args.stats_only else ("generator", "clip")
     editor = editor_factory(components)
     generator = editor.generator
     out = Path(args.out) if args.out is not None else Path("precomputed") / editor.name
-    layout = layout_for(generator.size, generator.channel_multiplier)
+    layout = generator_layout(generator)
     meta: dict[str, Any] = {
         "generator": editor.name,
         "size": generator.size,
         "channel_multiplier": generator.channel_multiplier,
         "generator_sha256": _generator_sha256(args),
+        "generator_fingerprint": generator_fingerprint(generator),
         "layout": layout_metadata(layout),
         "device": str(editor.device),
     }
@@ -877,7 +888,9 @@ def _reusable_stats(out: Path, wanted: dict, meta: dict) -> SStats | None:
     except (ValueError, KeyError, OSError):
         return None
     have = {k: pre.s_stats.settings()[k] for k in wanted}
-    same_model = all(pre.meta.get(k) == meta[k] for k in ("size", "channel_multiplier", "generator_sha256"))
+    # the fingerprint hashes the loaded weights, so any generator (FFHQ file or retrained demo) counts
+    keys = ("size", "channel_multiplier", "generator_sha256", "generator_fingerprint")
+    same_model = all(pre.meta.get(k) == meta[k] for k in keys)
     if have != wanted or not same_model:
         return None
     print(f"S statistics: reusing {out / S_STATS_FILE}", flush=True)

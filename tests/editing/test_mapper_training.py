@@ -230,6 +230,23 @@ def test_checkpoint_of_a_1024_mapper_has_the_official_size(tmp_path):
         assert torch.equal(loaded.state_dict()[k], v)
 
 
+def test_half_checkpoint_is_half_the_size_and_loads_as_fp32(tmp_path):
+    s = MapperTrainingSettings(no_medium=True, no_fine=True)
+    mapper = init_mapper(s, n_latent=10)
+    opts = mapper_opts(s, description="x", stylegan_size=64, steps_done=0)
+    full = save_mapper_checkpoint(tmp_path / "full.pt", mapper_checkpoint(mapper, opts))
+    half = save_mapper_checkpoint(tmp_path / "half.pt", mapper_checkpoint(mapper, opts, torch.float16))
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = load_mapper(half, n_latent=10)
+    w = torch.randn(4, 10, 512, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert all(v.dtype == torch.float32 for v in loaded.state_dict().values())
+        ref, out = mapper(w), loaded(w)
+    assert (out - ref).abs().max() < 2e-3 * ref.abs().max()
+    with pytest.raises(ValueError, match="dtype"):
+        mapper_checkpoint(mapper, opts, torch.bfloat16)
+
+
 def test_init_is_upstreams_and_seeded():
     a = init_mapper(MapperTrainingSettings(seed=1), 10)
     b = init_mapper(MapperTrainingSettings(seed=1), 10)

@@ -174,6 +174,16 @@ def test_relevance_rows_are_unit_and_swapping_the_signs_negates_them(gen, clip, 
     np.testing.assert_allclose(again, r, atol=1e-4)
 
 
+def test_relevance_of_a_narrow_generator_follows_its_own_channel_widths(clip):
+    # the demo generator has explicit widths ({4: 128, ..., 64: 32}), not layout_for's table
+    g = Generator(size=8, n_mlp=1, channels={4: 8, 8: 4}).eval()
+    w_avg = g.mean_latent(64, generator=torch.Generator().manual_seed(0)).reshape(1, -1)
+    narrow_stats = s_statistics(g, w_avg, n_samples=64)
+    assert narrow_stats.dims == (8, 8, 8, 4, 4)
+    r = channel_relevance(g, clip, narrow_stats, w_avg=w_avg, n_images=1, batch=4)
+    assert r.shape == (8 + 8 + 4, 16)  # covered layers 0, 2, 3
+
+
 def test_a_channel_without_effect_gets_a_zero_row(gen, clip, stats):
     g, w_avg = gen
     dead = copy.deepcopy(g)
@@ -360,3 +370,13 @@ def test_cli_stats_only_writes_and_reuses_statistics(gen, clip, tmp_path, capsys
     assert pre.meta["size"] == 8 and pre.meta["layout"]["covered"] == [0, 2, 3] and pre.fs3 is None
     run_precompute(args, factory)
     assert "reusing" in capsys.readouterr().out
+    # a retrained generator of the same shape (no file hash: the demo set) is not given stale statistics
+    g2 = copy.deepcopy(g)
+    with torch.no_grad():
+        g2.to_rgb1.bias.add_(0.5)
+
+    def factory2(components):
+        return FaceEditor(generator=g2, w_avg=w_avg, clip=clip, device="cpu", precision="fp32", name="tiny")
+
+    run_precompute(args, factory2)
+    assert "reusing" not in capsys.readouterr().out
