@@ -10,6 +10,9 @@ Commands:
     align IMAGE --out ALIGNED.png [--size 1024] [--face N]
     invert IMAGE --out-latent W.npy --out-image REC.png [--no-align] [--face N] [--weights DIR]
     generate --seed N [--truncation 0.7] --out IMG.png [--out-latent W.npy] [--weights DIR]
+    evaluate [--models demo] [--faces 20] [--methods global,mapper,optimize] [--prompts …] [--steps 40]
+        [--json OUT.json] [--seed 0]: every method on every prompt over seeded demo faces, judged by
+        the attribute oracle; prints a table ending in ``overall success: X%``
 
 On bad input or missing weights the command prints one line ``error: …`` to stderr and exits
 with status 2 (``--verbose`` prints the details too).
@@ -103,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("precompute", help="S statistics and channel relevance for global directions")
     add_precompute_arguments(p)
     _add_model_args(p)
+
+    from editing.evaluate import add_evaluate_arguments
+
+    p = sub.add_parser(
+        "evaluate",
+        help="success rate of every method and prompt on the demo set, judged by the attribute oracle",
+    )
+    add_evaluate_arguments(p)
 
     p = sub.add_parser("generate", help="a random face from a seed")
     p.add_argument("--seed", type=int, required=True)
@@ -265,8 +276,8 @@ def _check_out(path: Path, suffixes: tuple[str, ...]) -> None:
         raise ValueError(f"the folder {path.parent} does not exist")
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Execute one parsed command; returns a summary (printed as JSON)."""
+def run(args: argparse.Namespace) -> dict | str:
+    """Execute one parsed command; returns a summary (printed as JSON), or for ``evaluate`` its table."""
     from editing.synthesis import save_latent
 
     t0 = time.perf_counter()
@@ -276,6 +287,10 @@ def run(args: argparse.Namespace) -> dict:
         from editing.precompute import run_precompute
 
         return run_precompute(args, lambda components: _editor(args, tuple(components)))
+    if args.command == "evaluate":
+        from editing.evaluate import run_evaluate
+
+        return run_evaluate(args, progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.command == "train-mapper":
         from editing.mapper_training import run_train_mapper
 
@@ -341,5 +356,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose and rest:
             print(rest, file=sys.stderr)
         return 2
-    print(json.dumps(summary))
+    print(summary if isinstance(summary, str) else json.dumps(summary))
     return 0

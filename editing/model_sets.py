@@ -6,7 +6,8 @@
   ships in ``demo_models/`` (generator, e4e, CLIP, identity network, mappers) with their
   StyleSpace statistics and relevance in ``precomputed/demo/``. Same classes and code paths as
   the real set; it exists so that every method can be seen working and tested where the real
-  weights cannot be downloaded.
+  weights cannot be downloaded. The same store finds the attribute oracle (``oracle.pt``) that
+  ``python -m editing evaluate`` measures edits with.
 - ``auto`` (default): ``ffhq`` when its files are present or downloadable, else ``demo``; the
   choice and its reason are reported through ``log``.
 """
@@ -15,9 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from editing.errors import WeightsUnavailableError
 from editing.weights import REGISTRY, WeightFile, WeightStore
+
+if TYPE_CHECKING:
+    from models.oracle import AttributeOracle
 
 MODEL_SETS = ("auto", "ffhq", "demo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +45,12 @@ _DEMO_ENTRIES = (
         folder_required=REGISTRY["clip-vit-b32"].folder_required,
     ),
 )
+# Not part of a FaceEditor: the attribute oracle only measures edits (``python -m editing evaluate``).
+# ``oracle.json`` beside it holds the training config and metrics; the weights file carries its config.
+ORACLE_ENTRY = WeightFile("oracle-demo", "oracle.pt", "demo attribute oracle (scripts/demo/train_oracle.py)")
 DEMO_REGISTRY: dict[str, WeightFile] = {e.name: e for e in _DEMO_ENTRIES}
 DEMO_REGISTRY["dlib-landmarks68"] = REGISTRY["dlib-landmarks68"]
+DEMO_REGISTRY[ORACLE_ENTRY.name] = ORACLE_ENTRY
 
 
 def demo_store(folder: Path | None = None) -> WeightStore:
@@ -49,6 +58,17 @@ def demo_store(folder: Path | None = None) -> WeightStore:
     return WeightStore(
         local_dir=folder or DEMO_DIR, offline=True, progress=False, registry=dict(DEMO_REGISTRY)
     )
+
+
+def demo_oracle(folder: Path | None = None) -> AttributeOracle:
+    """The demo attribute oracle (``oracle.pt``), found through the demo store like the other files.
+
+    Raises:
+        WeightsUnavailableError: the file is missing; WeightsCorruptError: it is not an oracle file.
+    """
+    from editing.demo.oracle import load_oracle
+
+    return load_oracle(demo_store(folder).fetch(ORACLE_ENTRY.name))
 
 
 def demo_mappers(folder: Path | None = None) -> dict[str, Path]:

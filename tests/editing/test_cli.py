@@ -114,7 +114,9 @@ def test_align_writes_the_requested_size(tmp_path, capsys):
         (["align", "{astronaut}", "--out", "{tmp}/a.txt"], "must end in"),
         (["align", "{astronaut}", "--out", "{tmp}/a.png", "--face", "7"], "out of range"),
         (
-            ["generate", "--seed", "1", "--out", "{tmp}/g.png", "--weights", "{tmp}", "--offline"],
+            # --models ffhq: with auto, a missing FFHQ set falls back to the shipped demo set
+            ["generate", "--seed", "1", "--out", "{tmp}/g.png", "--weights", "{tmp}", "--offline"]
+            + ["--models", "ffhq"],
             "Missing model files: stylegan2-ffhq-config-f.pt",
         ),
         (
@@ -128,6 +130,8 @@ def test_align_writes_the_requested_size(tmp_path, capsys):
                 "--weights",
                 "{tmp}",
                 "--offline",
+                "--models",
+                "ffhq",
             ],
             "Missing model files: stylegan2-ffhq-config-f.pt, e4e_ffhq_encode.pt. Put them",
         ),
