@@ -20,6 +20,7 @@ import contextlib
 import functools
 import inspect
 import json
+import math
 import queue
 import tempfile
 import threading
@@ -47,6 +48,7 @@ RENDER_CONCURRENCY = 2  # inversions / renders running at once (they share the "
 MAX_UPLOAD = "25mb"  # gradio refuses larger uploads; load_image also caps the pixel count
 SWEEP_FRAMES = 9  # frames from -α to α in the α-sweep GIF
 FILE_TTL_S = 3600  # downloads older than this are deleted when new ones are written
+MAX_SEED = 2**31 - 1
 
 # (neutral, target, α, β): prompt pairs from the StyleCLIP global-direction paper / GUI
 PRESETS: tuple[tuple[str, str, float, float], ...] = (
@@ -163,6 +165,23 @@ def need_editor(editor: FaceEditor | None, *parts: str) -> FaceEditor:
     return editor
 
 
+def whole_number(x: object, name: str, lo: int, hi: int) -> int:
+    """``x`` as an int; ValueError naming ``name`` unless it is a whole number in [lo, hi].
+
+    The number inputs pass floats through unrounded (no ``precision=0``: gradio's rounding fails
+    on NaN with an empty error), so 2.5 or NaN sent through the API get this message instead.
+    """
+    if (
+        isinstance(x, bool)
+        or not isinstance(x, int | float)
+        or not math.isfinite(x)
+        or x != int(x)
+        or not lo <= x <= hi
+    ):
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {x!r}")
+    return int(x)
+
+
 def need_session(session: Session | None) -> Session:
     if session is None:
         raise ValueError("Upload a photo, pick an example or generate a random face first.")
@@ -234,7 +253,7 @@ def random_session(editor: FaceEditor | None, seed: float, truncation: float) ->
     from editing.edits import check_range
 
     editor = need_editor(editor)
-    seed_int = int(check_range(seed, "seed", 0, 2**31 - 1))
+    seed_int = whole_number(seed, "seed", 0, MAX_SEED)
     psi = check_range(truncation, "truncation", 0.0, 1.0)
     latent = editor.latent(editor.latent_from_seed(seed_int, psi))
     return Session(latent, editor.render_image(latent.w_plus), source=f"seed {seed_int} (ψ {psi:g})")
@@ -318,6 +337,7 @@ class Downloads:
 
     def __init__(self, root: Path | None = None, ttl_s: float = FILE_TTL_S):
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="face-edit-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.ttl_s = ttl_s
 
     def folder(self) -> Path:
@@ -436,13 +456,9 @@ def edit_mapper(editor: FaceEditor | None, session: Session | None, name: str, s
 
 
 def optimization_settings(steps: float, l2_lambda: float, id_lambda: float, lr: float, mode: str):
-    from editing.edits import check_range
     from editing.optimization import MAX_STEPS, OptimizationSettings
 
-    n = check_range(steps, "steps", 1, MAX_STEPS)
-    if n != int(n):
-        raise ValueError(f"steps must be a whole number, got {n:g}")
-    n = int(n)
+    n = whole_number(steps, "steps", 1, MAX_STEPS)
     return OptimizationSettings(
         steps=n,
         lr=lr,
@@ -464,11 +480,11 @@ def run_optimization(
     ``("done", Session)`` at the end. Closing the generator (gradio's cancel) makes the worker's
     ``on_step`` return False, so the optimisation stops after the step in progress.
     """
-    from editing.edits import check_prompt, check_range
+    from editing.edits import check_prompt
 
     editor = need_editor(editor, "clip")
     target = check_prompt(target, "prompt")
-    seed_int = int(check_range(seed, "seed", 0, 2**31 - 1))
+    seed_int = whole_number(seed, "seed", 0, MAX_SEED)
     if settings.mode == "edit":
         session = need_session(session)
     events: queue.Queue = queue.Queue()
@@ -694,7 +710,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                     gr.Examples(examples=[[p] for p in examples], inputs=[photo], label="Examples")
                 face_select = gr.Dropdown(label="Face", choices=[], visible=False, elem_id="face-select")
                 with gr.Accordion("Random face", open=not examples):
-                    seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="seed")
+                    seed = gr.Number(label="Seed", value=0, minimum=0, step=1, elem_id="seed")
                     truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
                     random_btn = gr.Button("Generate", elem_id="random-face", interactive=has)
             with gr.Column(scale=1):
@@ -749,7 +765,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
             with gr.Tab("Optimisation", id="optimize"):
                 prompt = gr.Textbox(label="Prompt", value="a smiling face", elem_id="prompt")
                 with gr.Row():
-                    steps = gr.Slider(1, 300, value=40, step=1, precision=0, label="Steps", elem_id="steps")
+                    steps = gr.Slider(1, 300, value=40, step=1, label="Steps", elem_id="steps")
                     lr = gr.Slider(0.01, 1.0, value=0.1, step=0.01, label="Learning rate", elem_id="lr")
                 with gr.Row():
                     l2_lambda = gr.Slider(
@@ -760,7 +776,9 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                     )
                 with gr.Row():
                     mode = gr.Radio(choices=list(MODES), value="edit", label="Mode", elem_id="mode")
-                    opt_seed = gr.Number(label="Seed (free generation)", value=0, precision=0, minimum=0)
+                    opt_seed = gr.Number(
+                        label="Seed (free generation)", value=0, minimum=0, step=1, elem_id="opt-seed"
+                    )
                 with gr.Row():
                     opt_btn = gr.Button("Optimise", variant="primary", elem_id="optimize")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")

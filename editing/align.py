@@ -8,11 +8,13 @@ between the crop and the photo, so an edited crop can be warped back into the or
 
 Compatible with NVlabs/ffhq-dataset ``download_ffhq.py`` (``recreate_aligned_images``: shrink,
 crop, reflect-pad with a blurred blend, QUAD transform, resize) and omertov/encoder4editing
-``utils/alignment.py`` (same steps with ``output_size=transform_size=256``), with two deliberate
+``utils/alignment.py`` (same steps with ``output_size=transform_size=256``), with three deliberate
 differences: the largest face is used and a photo without faces raises :class:`NoFaceFoundError`
-(upstream keeps the last detection and crashes), and by default the intermediate QUAD resolution is
-chosen from the face size instead of always ``4 * output_size`` and the padding blur is
-approximated (see :func:`align_face`; ``exact=True`` gives FFHQ's pixels bit for bit).
+(upstream keeps the last detection and crashes); detections scoring far below the best one are
+dropped (``FaceAligner(min_other_score=...)``: dlib also fires on the mission patch of the
+example photo); and by default the intermediate QUAD resolution is chosen from the face size
+instead of always ``4 * output_size`` and the padding blur is approximated (see
+:func:`align_face`; ``exact=True`` gives FFHQ's pixels bit for bit).
 
 Coordinates: points are ``(x, y)`` in pixel-centre units, i.e. pixel ``(i, j)`` has its centre at
 ``(i, j)``, as dlib reports landmarks.
@@ -24,6 +26,7 @@ import importlib.util
 import io
 import math
 import os
+import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -99,13 +102,16 @@ def load_image(
         fp: Any = io.BytesIO(bytes(source))
     elif isinstance(source, str | os.PathLike):
         fp = open(source, "rb")  # closed in the finally below
+        if os.fstat(fp.fileno()).st_size == 0:
+            fp.close()
+            raise InvalidImageError("The uploaded file is empty.")
     else:
         raise TypeError(f"source must be a path, bytes or a PIL image, got {type(source).__name__}")
     try:
         try:
             image = Image.open(fp, formats=_registered_formats())  # reads the header only
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(_too_large_message(None, max_pixels)) from exc
+            raise ImageTooLargeError(_too_large_message(_bomb_pixels(exc), max_pixels)) from exc
         except UnidentifiedImageError as exc:
             raise InvalidImageError(
                 "This file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF)."
@@ -124,8 +130,17 @@ def _registered_formats() -> tuple[str, ...]:
     return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
 
 
-def _too_large_message(size: tuple[int, int] | None, max_pixels: int) -> str:
-    got = f" ({size[0]} x {size[1]} pixels)" if size else ""
+def _bomb_pixels(exc: Image.DecompressionBombError) -> int | None:
+    # PIL refuses before the size is known to the caller; its message carries the pixel count.
+    match = re.search(r"Image size \((\d+) pixels\)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _too_large_message(size: tuple[int, int] | int | None, max_pixels: int) -> str:
+    if isinstance(size, tuple):
+        got = f" ({size[0]} x {size[1]} pixels)"
+    else:
+        got = f" ({size / 1e6:.0f} megapixels)" if size else ""
     return (
         f"The image is too large{got}. Please use a photo of at most {max_pixels / 1e6:g} megapixels, "
         f"for example by resizing it first."
@@ -157,6 +172,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
+    if mode == "F":  # no agreed range (0-1? 0-255? HDR?): guessing could give a black photo
+        raise InvalidImageError(
+            "Images with floating-point pixels are not supported. Please save the photo as an 8-bit "
+            "JPEG or PNG."
+        )
     if mode.startswith("I"):  # "I;16", "I;16B", "I;16L", "I;16N", "I"
         values = np.asarray(image).astype(np.float64)  # (H, W), byte order resolved by numpy
         grey = np.rint(np.clip(values, 0, 65535) * (255.0 / 65535.0)).astype(np.uint8)
@@ -251,9 +271,15 @@ class FaceAligner:
             ``face-recognition-models`` package.
         upsample: times dlib upsamples the detection image (1 as in FFHQ / e4e); each one halves
             the smallest detectable face and roughly quadruples the detection time.
-        min_score: dlib's ``adjust_threshold``: detections scoring below it are dropped (0, dlib's
-            default, keeps e.g. the mission patch on the astronaut's suit at 0.12; her face
-            scores 1.16).
+        min_score: dlib's ``adjust_threshold``: detections scoring below it are dropped (0 is
+            dlib's default).
+        min_other_score: every detection but the best-scoring one must score at least this; the
+            best always stays, so a photo whose only face scores low still works. dlib's HOG
+            detector also fires on face-like patterns next to a real face: on the example photo
+            it finds the mission patch on the astronaut's suit (0.03-0.22 depending on the
+            encoding, the same box size as her face, which scores 1.0-1.4), while clear faces
+            score about 1. A value at or below ``min_score`` keeps every detection (FFHQ / e4e
+            behaviour).
         detect_max_side: detect on a copy whose longest side is at most this many pixels, then
             predict the landmarks on the full-resolution photo. Detection cost grows with the
             pixel count (1024 px with ``upsample=1``: about 0.3 s on one core).
@@ -265,15 +291,19 @@ class FaceAligner:
         *,
         upsample: int = 1,
         min_score: float = 0.0,
+        min_other_score: float = 0.35,
         detect_max_side: int = 1024,
     ):
         if upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {upsample}")
+        if math.isnan(min_other_score):
+            raise ValueError("min_other_score must be a number, got nan")
         if detect_max_side < 64:
             raise ValueError(f"detect_max_side must be >= 64, got {detect_max_side}")
         self.predictor_path = Path(predictor_path) if predictor_path is not None else None
         self.upsample = upsample
         self.min_score = min_score
+        self.min_other_score = min_other_score
         self.detect_max_side = detect_max_side
         self._lock = threading.Lock()
         self._detector: Any = None
@@ -292,7 +322,7 @@ class FaceAligner:
         return self._detector, self._predictor
 
     def detect(self, image: Image.Image) -> list[DetectedFace]:
-        """All faces in the photo, largest detection box first.
+        """All faces in the photo that pass the score filters, largest detection box first.
 
         Args:
             image: the photo, mode ``"RGB"`` (see :func:`load_image`).
@@ -316,12 +346,21 @@ class FaceAligner:
             sx, sy = width / small_size[0], height / small_size[1]
         else:
             small, sx, sy = pixels, 1.0, 1.0
+        smallest = math.ceil(_DLIB_WINDOW / 2**self.upsample / scale)  # px, in the photo
+        if min(width, height) < smallest:
+            raise NoFaceFoundError(
+                f"The photo is only {width} x {height} pixels, too small to find a face in: a face must "
+                f"be at least about {smallest} pixels wide."
+            )
 
         faces = []
         with self._lock:
             detector, predictor = self._models()
             rects, scores, _ = detector.run(small, self.upsample, self.min_score)
+            best = max(scores, default=0.0)
             for rect, score in zip(rects, scores, strict=True):
+                if score < self.min_other_score and score != best:
+                    continue
                 # dlib boxes are inclusive; map pixel centres back to the full-resolution photo.
                 left = round((rect.left() + 0.5) * sx - 0.5)
                 top = round((rect.top() + 0.5) * sy - 0.5)
@@ -331,7 +370,6 @@ class FaceAligner:
                 landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
                 faces.append(DetectedFace((left, top, right + 1, bottom + 1), float(score), landmarks))
         if not faces:
-            smallest = math.ceil(_DLIB_WINDOW / 2**self.upsample / scale)
             raise NoFaceFoundError(
                 "No face was found in the photo. Try a well-lit, front-facing photo where the face is "
                 f"at least about {smallest} pixels wide."

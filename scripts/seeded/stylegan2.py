@@ -64,10 +64,11 @@ def stylegan2_spec(
     channel_multiplier: int = 2,  # 2 for config f
     n_mlp: int = 8,  # mapping layers
     style_dim: int = STYLE_DIM,  # width of z / w
+    widths: dict[int, int] | None = None,  # explicit {resolution: channels}, replaces the table
 ) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(key, shape, dtype) of every ``g_ema`` entry, in the file's order."""
     f32 = torch.float32
-    ch = channels(size, channel_multiplier)
+    ch = channels(size, channel_multiplier) if widths is None else dict(widths)
     log_size = int(math.log2(size))
     spec: list[tuple[str, tuple[int, ...], torch.dtype]] = []
     for i in range(1, n_mlp + 1):
@@ -130,9 +131,10 @@ def make_stylegan2_checkpoint(
     channel_multiplier: int = 2,  # 2 for config f
     n_mlp: int = 8,  # mapping layers
     seed: int = SEED,  # global seed of ``seeded_state_dict``
+    widths: dict[int, int] | None = None,  # explicit {resolution: channels} (narrow test generators)
 ) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
     """A seeded checkpoint's contents: ``{"g_ema": state_dict, "latent_avg": (512,)}``."""
-    sd = seeded_state_dict(stylegan2_spec(size, channel_multiplier, n_mlp), seed, _rule)
+    sd = seeded_state_dict(stylegan2_spec(size, channel_multiplier, n_mlp, widths=widths), seed, _rule)
     latent_avg = torch.randn(STYLE_DIM, generator=generator_for("latent_avg", seed)) * 0.5
     return {"g_ema": sd, "latent_avg": latent_avg}
 

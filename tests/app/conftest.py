@@ -2,57 +2,73 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from editing.editor import layout_of
-from models.stylegan2 import Generator
-from scripts.seeded.e4e import make_e4e_checkpoint
-from scripts.seeded.irse import make_irse50_checkpoint
-from scripts.seeded.mapper import mapper_checkpoint
-from scripts.seeded.stylegan2 import make_stylegan2_checkpoint
-from tests.tiny_clip import make_tiny_clip_folder
+from scripts.seeded.tiny import write_tiny_s_stats, write_tiny_weights
 
-SIZE = 32  # n_latent 8
-TINY_IRSE = {"widths": (16, 32, 48, 64), "units": (1, 1, 1, 1)}
+ROOT = Path(__file__).resolve().parents[2]
+ASTRONAUT = ROOT / "assets" / "astronaut.png"
 
 
 @pytest.fixture(scope="session")
 def app_weights(tmp_path_factory) -> Path:
     """generator, e4e, IR-SE, CLIP, fs3 and one mapper under their official names."""
-    d = tmp_path_factory.mktemp("app_weights")
-    gen = make_stylegan2_checkpoint(size=SIZE, n_mlp=2, seed=21)
-    torch.save(gen, d / "stylegan2-ffhq-config-f.pt")
-    torch.save(make_e4e_checkpoint(seed=32, n_styles=8, **TINY_IRSE), d / "e4e_ffhq_encode.pt")
-    torch.save(make_irse50_checkpoint(**TINY_IRSE), d / "model_ir_se50.pth")
-    make_tiny_clip_folder(d / "clip-vit-base-patch32", context_length=64)
-    layout = layout_of(Generator.from_state_dict(gen["g_ema"]))
-    rows = torch.randn(layout.n_covered_channels, 16, generator=torch.Generator().manual_seed(0))
-    np.save(d / "fs3.npy", torch.nn.functional.normalize(rows, dim=1).numpy())
-    (d / "mappers").mkdir()
-    ckpt = mapper_checkpoint(levels=("coarse", "medium"), stylegan_size=SIZE, seed=5)
-    torch.save(ckpt, d / "mappers" / "purple_hair.pt")
-    return d
+    return write_tiny_weights(tmp_path_factory.mktemp("app_weights"))
 
 
 @pytest.fixture(scope="session")
 def app_s_stats(app_weights) -> Path:
     """S statistics from 1000 samples (the official recipe's 100k is too slow for tests)."""
-    from editing.editor import load_generator
-    from editing.precompute import layout_metadata, s_statistics, save_precomputed
-
-    g, w_avg = load_generator(app_weights / "stylegan2-ffhq-config-f.pt")
-    stats = s_statistics(g, w_avg, n_samples=1000)
-    return save_precomputed(
-        app_weights.parent / "app_s_stats", stats, None, {"layout": layout_metadata(layout_of(g))}
-    )
+    return write_tiny_s_stats(app_weights, app_weights.parent / "app_s_stats")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def launch(demo, queue_size: int = 8) -> str:
+    """Starts ``demo`` in this process on a free port; returns its URL (``demo.close()`` stops it)."""
+    port = free_port()
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return f"http://127.0.0.1:{port}/"
+
+
+@contextlib.contextmanager
+def running_app(weights: Path, s_stats: Path, downloads: Path, queue_size: int = 8) -> Iterator[str]:
+    """The app on the tiny models, as ``python app.py`` builds it, served from this process.
+
+    Torch runs one intra-op thread meanwhile: the tiny networks gain nothing from two, and on a
+    loaded 2-core machine two threads per op (times two concurrent renders) make every small op
+    wait for a core, about 5x slower. The previous thread count is restored afterwards.
+
+    Yields:
+        The app's URL.
+    """
+    import torch
+
+    import app
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = app.build_parser().parse_args(
+        ["--weights", str(weights), "--models", "ffhq", "--offline", "--device", "cpu"]
+        + ["--precision", "fp32", "--s-stats", str(s_stats)]
+    )
+    editor, note = app.load_models(args)
+    assert editor is not None, note
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    demo = app.build_demo(editor, model_note=note, downloads=app.Downloads(downloads))
+    try:
+        yield launch(demo, queue_size)
+    finally:
+        demo.close()
+        torch.set_num_threads(threads)

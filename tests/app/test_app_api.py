@@ -5,7 +5,6 @@ real dlib aligner. Every call goes through gradio's queue, (de)serialisation and
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -16,36 +15,18 @@ import pytest
 from PIL import Image
 
 import app
-from tests.app.conftest import free_port
+from tests.app.conftest import ASTRONAUT, launch, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-ASTRONAUT = Path(app.__file__).parent / "assets" / "astronaut.png"
 GLASSES = ("face with glasses", "face")
-
-
-def _launch(demo) -> str:
-    port = free_port()
-    demo.queue(max_size=8, default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    return f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")
 def server(app_weights, app_s_stats, tmp_path_factory):
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    args = app.build_parser().parse_args(
-        ["--weights", str(app_weights), "--models", "ffhq", "--offline", "--device", "cpu"]
-        + ["--precision", "fp32", "--s-stats", str(app_s_stats)]
-    )
-    editor, note = app.load_models(args)
-    assert editor is not None, note
-    downloads = app.Downloads(tmp_path_factory.mktemp("downloads"))
-    demo = app.build_demo(editor, model_note=note, downloads=downloads)
-    url = _launch(demo)
-    yield url
-    demo.close()
+    with running_app(app_weights, app_s_stats, tmp_path_factory.mktemp("downloads")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +53,26 @@ def test_upload_gives_the_aligned_crop_the_reconstruction_and_its_identity_score
     aligned, note, faces, current, history, compare, metrics, downloads, pasted = inverted
     assert _image(aligned).shape == (32, 32, 3)  # aligned at the generator's resolution
     assert _image(current).shape == (32, 32, 3)
-    assert "Identity similarity of the reconstruction" in note and "Inverted face 1 of" in note
+    assert "Identity similarity of the reconstruction" in note and "Inverted face 1 of 1" in note
     assert "0 applied edits" in history and compare is None and metrics is None
-    # the astronaut photo has two detections (her face and the mission patch): a selector appears
-    assert faces["visible"] is True and [c[1] for c in faces["choices"]] == [0, 1]
-    aligned2, note2, *rest = client.predict(1, api_name="/select_face")
+    # one face: the mission patch dlib also fires on is filtered out, so no selector
+    assert faces["visible"] is False and [c[1] for c in faces["choices"]] == [0]
+
+
+def test_several_faces_give_a_selector(server, tmp_path):
+    pair = Image.new("RGB", (1024, 512))
+    photo = Image.open(ASTRONAUT)
+    pair.paste(photo, (0, 0))
+    pair.paste(photo.resize((384, 384)), (512, 64))  # a smaller copy: faces are ordered by size
+    pair.save(tmp_path / "pair.png")
+    c = Client(server, verbose=False)
+    aligned, note, faces, current, *_ = c.predict(handle_file(str(tmp_path / "pair.png")), api_name="/invert")
+    assert faces["visible"] is True and [ch[1] for ch in faces["choices"]] == [0, 1]
+    assert "Inverted face 1 of 2" in note
+    aligned2, note2, *rest = c.predict(1, api_name="/select_face")
     assert "Inverted face 2 of 2" in note2 and not np.array_equal(_image(aligned2), _image(aligned))
     # back to face 1: the same inversion as the upload (deterministic)
-    aligned1, _, current1, *_ = client.predict(0, api_name="/select_face")
+    aligned1, _, current1, *_ = c.predict(0, api_name="/select_face")
     assert np.array_equal(_image(aligned1), _image(aligned))
     assert np.array_equal(_image(current1), _image(current))
 
@@ -240,7 +233,7 @@ def test_without_models_the_app_starts_and_says_what_is_missing(tmp_path):
     editor, note = app.load_models(args)
     assert editor is None and "stylegan2-ffhq-config-f.pt" in note and "e4e_ffhq_encode.pt" in note
     demo = app.build_demo(None, model_note=note)
-    url = _launch(demo)
+    url = launch(demo)
     try:
         page = httpx.get(url + "config", timeout=30).json()
         banner = next(c for c in page["components"] if c.get("props", {}).get("elem_id") == "model-banner")

@@ -102,7 +102,8 @@ def exact_1024(photo) -> AlignedFace:
 
 
 def test_detect_matches_reference(aligner, photo):
-    faces = aligner.detect(photo)
+    unfiltered = FaceAligner(predictor_path=aligner.predictor_path, min_other_score=0.0)
+    faces = unfiltered.detect(photo)
     # dlib also fires (score 0.12) on the mission patch; upstream keeps that LAST detection.
     assert len(faces) == len(GOLDEN["detections_inclusive"]) == 2
     expected = sorted(
@@ -310,6 +311,26 @@ def test_many_faces_largest_first(aligner, photo):
     assert aligner.align(canvas, output_size=128, max_faces=1)[0].box == faces[0].box
 
 
+def test_low_scoring_detections_next_to_a_clear_face_are_dropped(aligner, photo):
+    faces = aligner.detect(photo)  # the mission patch (score 0.12 vs her face's 1.16) is dropped
+    assert len(faces) == 1 and faces[0].box == (175, 76, 266, 167) and faces[0].score > 1
+    webp = io.BytesIO()
+    photo.save(webp, "WEBP")  # the encoding that lifts the patch's score most (to 0.22)
+    assert len(aligner.detect(load_image(webp.getvalue()))) == 1
+    tiled = Image.new("RGB", (1024, 1024))
+    for x in (0, 512):
+        for y in (0, 512):
+            tiled.paste(photo, (x, y))
+    faces = aligner.detect(tiled)  # four faces kept (1.1-1.45), the patch the detector saw (0.1) not
+    assert sorted(f.box[:2] for f in faces) == [(175, 76), (175, 594), (693, 76), (693, 594)]
+    assert len(FaceAligner(predictor_path=aligner.predictor_path, min_other_score=0).detect(tiled)) == 5
+    # the best detection always stays, however low it scores: the patch alone is still found
+    patch = photo.crop((0, 250, 512, 512))  # below her face: only the patch (0.11)
+    assert len(aligner.detect(patch)) == 1
+    with pytest.raises(ValueError, match="min_other_score"):
+        FaceAligner(min_other_score=float("nan"))
+
+
 def test_detect_from_threads(aligner, photo):
     expected = [f.box for f in aligner.detect(photo)]
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -457,10 +478,26 @@ def test_too_large_is_refused_before_decoding(tmp_path):
     # The pixel data cannot be decoded, so the errors above came from the header alone.
     with pytest.raises(InvalidImageError):
         load_image(header, max_pixels=50_000_000)
-    with pytest.raises(ImageTooLargeError):  # 900 MP: PIL's DecompressionBombError, translated
+    with pytest.raises(ImageTooLargeError, match=r"too large \(900 megapixels\)"):  # PIL's bomb error
         load_image(_png_header(30000, 30000), max_pixels=10**12)
     with pytest.raises(ValueError, match="max_pixels"):
         load_image(header, max_pixels=0)
+
+
+def test_empty_file_float_pixels_and_too_small_for_a_face(tmp_path, aligner, photo):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidImageError, match="The uploaded file is empty"):
+        load_image(empty)
+    floats = Image.fromarray(np.asarray(photo.convert("L"), np.float32) / 255, "F")  # would load black
+    buffer = io.BytesIO()
+    floats.save(buffer, "TIFF")
+    with pytest.raises(InvalidImageError, match="floating-point pixels are not supported"):
+        load_image(buffer.getvalue())
+    with pytest.raises(NoFaceFoundError, match="only 1 x 1 pixels.*at least about 40 pixels"):
+        aligner.detect(Image.new("RGB", (1, 1)))
+    with pytest.raises(NoFaceFoundError, match="only 600 x 39 pixels"):
+        aligner.detect(Image.new("RGB", (600, 39)))
 
 
 def test_corrupt_and_unsupported_files(photo):
