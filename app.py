@@ -61,6 +61,15 @@ PRESETS: tuple[tuple[str, str, float, float], ...] = (
     ("face", "old face", 4.0, 0.15),
     ("face", "face with beard", 4.0, 0.14),
 )
+# the demo world's attributes, with the texts and α / β that `python -m editing evaluate` measures
+DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
+    ("a face", "a smiling face", 4.1, 0.15),
+    ("a face", "a face with glasses", 4.1, 0.15),
+    ("a face", "a face with blond hair", 4.1, 0.15),
+    ("a face", "a face with a beard", 4.1, 0.15),
+    ("a face", "a face with purple hair", 4.1, 0.15),
+    ("a face", "a face with no hair", 4.1, 0.15),
+)
 MODES = (("Edit this face", "edit"), ("Free generation (CLIP loss only)", "free_generation"))
 
 
@@ -121,6 +130,7 @@ def user_errors(fn: Callable) -> Callable:
     from editing.errors import FaceEditingError
 
     caught = (FaceEditingError, ValueError, FileNotFoundError)
+    # print_exception=False: a user's mistake is answered in the page, not as a traceback in the log
 
     if inspect.isgeneratorfunction(fn):
 
@@ -129,7 +139,7 @@ def user_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except caught as exc:
-                raise gr.Error(_message(exc)) from exc
+                raise gr.Error(_message(exc), print_exception=False) from exc
 
         return gen_wrapper
 
@@ -138,7 +148,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except caught as exc:
-            raise gr.Error(_message(exc)) from exc
+            raise gr.Error(_message(exc), print_exception=False) from exc
 
     return wrapper
 
@@ -180,6 +190,12 @@ def whole_number(x: object, name: str, lo: int, hi: int) -> int:
     ):
         raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {x!r}")
     return int(x)
+
+
+def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, float], ...]:
+    """(neutral, target, α, β) presets of the Global tab: the demo world's attributes on the demo
+    set, the StyleCLIP paper's prompts otherwise; the first one fills the inputs at start."""
+    return DEMO_PRESETS if editor is not None and editor.name == "demo" else PRESETS
 
 
 def need_session(session: Session | None) -> Session:
@@ -437,18 +453,42 @@ def alpha_sweep(editor: FaceEditor | None, session: Session | None, settings) ->
     return [global_preview(editor, session, replace(settings, alpha=a)) for a in alphas]
 
 
+def mapper_choices(sources: dict[str, str]) -> list[tuple[str, str]]:
+    """Dropdown (label, name) pairs for ``FaceEditor.mapper_sources()``: downloadable ones marked."""
+    return [(name if src == "local" else f"{name} (download)", name) for name, src in sources.items()]
+
+
+def no_mapper_message(editor: FaceEditor | None) -> str:
+    """Why the Mapper tab has nothing to offer, and what to do about it."""
+    where = "demo_models/mappers/" if editor is not None and editor.name == "demo" else "DIR/mappers/"
+    return (
+        "No latent mapper is available for these models: none is on this machine, and none can be "
+        "downloaded now (offline, the Hugging Face Hub cannot be reached, or this model set has no "
+        f"official mappers). Put mapper files (NAME.pt) into {where} (DIR: the --weights folder) and "
+        "restart the app, or train one with python -m editing train-mapper."
+    )
+
+
+def need_mapper(editor: FaceEditor, name: str | None) -> str:
+    """``name``, or a ValueError saying that no mapper exists or none was picked."""
+    if not name:
+        raise ValueError(no_mapper_message(editor) if not editor.mapper_names() else "Pick a mapper first.")
+    return name
+
+
 def mapper_info(editor: FaceEditor | None, name: str | None) -> dict:
     editor = need_editor(editor)
-    if not name:
-        raise ValueError("Pick a mapper first.")
+    name = need_mapper(editor, name)
     return {"mapper": name, **editor.mapper_info(name)}
 
 
-def edit_mapper(editor: FaceEditor | None, session: Session | None, name: str, strength: float) -> Session:
+def edit_mapper(
+    editor: FaceEditor | None, session: Session | None, name: str | None, strength: float
+) -> Session:
     from editing.edits import MapperSettings
 
-    settings = MapperSettings(mapper=name or "", strength=strength)
     editor = need_editor(editor)
+    settings = MapperSettings(mapper=need_mapper(editor, name), strength=strength)
     session = need_session(session)
     t0 = time.perf_counter()
     result = editor.edit_mapper(session.current, settings, metrics=editor.clip is not None)
@@ -547,10 +587,13 @@ def _banner(editor: FaceEditor | None, model_note: str) -> str:
             "model set with `--models demo` once `demo_models/` holds it. Everything below stays "
             "disabled until then."
         )
-    parts = [f"Models: **{editor.name}** ({editor.size} px, {editor.device.type}, {editor.precision})."]
+    from editing.model_sets import describe_model_set
+
+    about = describe_model_set(editor.name, editor.size)
+    lines = [f"**Models:** {about} Running on {editor.device.type}, {editor.precision}."]
     if model_note:
-        parts.append(model_note)
-    return " ".join(parts)
+        lines.append(f"<small>{model_note}</small>")
+    return "\n\n".join(lines)
 
 
 def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Downloads | None = None):
@@ -570,7 +613,9 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
 
     files = downloads or Downloads()
     has = editor is not None
-    mapper_names = editor.mapper_names() if has else []
+    mapper_sources = editor.mapper_sources() if has else {}
+    default_mapper = next(iter(mapper_sources), None)
+    presets = global_presets(editor)
     examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
 
     def results(session: Session) -> tuple:
@@ -728,14 +773,19 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
         with gr.Tabs():
             with gr.Tab("Global directions", id="global"):
                 with gr.Row():
-                    neutral = gr.Textbox(label="Neutral text", value="face", elem_id="neutral")
-                    target = gr.Textbox(label="Target text", value="face with glasses", elem_id="target")
+                    neutral = gr.Textbox(label="Neutral text", value=presets[0][0], elem_id="neutral")
+                    target = gr.Textbox(label="Target text", value=presets[0][1], elem_id="target")
                 with gr.Row():
                     alpha = gr.Slider(
-                        *ALPHA_RANGE, value=4.0, step=0.1, label="α (strength)", elem_id="alpha"
+                        *ALPHA_RANGE, value=presets[0][2], step=0.1, label="α (strength)", elem_id="alpha"
                     )
                     beta = gr.Slider(
-                        0.08, 0.3, value=0.15, step=0.005, label="β (disentanglement)", elem_id="beta"
+                        0.08,
+                        0.3,
+                        value=presets[0][3],
+                        step=0.005,
+                        label="β (disentanglement)",
+                        elem_id="beta",
                     )
                 with gr.Row():
                     channels = gr.Number(
@@ -745,15 +795,23 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                     global_btn = gr.Button("Render edit", variant="primary", elem_id="global-edit")
                     sweep_btn = gr.Button("α sweep GIF", elem_id="alpha-sweep")
                 gr.Examples(
-                    examples=[list(p) for p in PRESETS],
+                    examples=[list(p) for p in presets],
                     inputs=[neutral, target, alpha, beta],
                     label="Presets (neutral, target, α, β)",
                 )
                 sweep = gr.Image(label="α sweep", type="filepath", elem_id="sweep")
             with gr.Tab("Latent mapper", id="mapper"):
+                if has and not mapper_sources:
+                    gr.Markdown(f"⚠️ {no_mapper_message(editor)}", elem_id="mapper-note")
+                elif "download" in mapper_sources.values():
+                    gr.Markdown(
+                        "Mappers marked *(download)* are fetched from the Hugging Face Hub the first "
+                        "time they are used.",
+                        elem_id="mapper-note",
+                    )
                 mapper = gr.Dropdown(
-                    choices=mapper_names,
-                    value=mapper_names[0] if mapper_names else None,
+                    choices=mapper_choices(mapper_sources),
+                    value=default_mapper,
                     label="Mapper",
                     elem_id="mapper",
                 )
@@ -862,6 +920,10 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
             concurrency_limit=RENDER_CONCURRENCY,
         )
         mapper.change(on_mapper_info, [mapper], [mapper_levels], api_name="mapper_info", concurrency_limit=4)
+        if default_mapper is not None and mapper_sources[default_mapper] == "local":  # no download
+            demo.load(
+                on_mapper_info, [mapper], [mapper_levels], api_visibility="private", concurrency_limit=4
+            )
         mapper_btn.click(
             on_edit_mapper,
             [session, mapper, strength],

@@ -464,14 +464,35 @@ class FaceEditor:
         return EditResult(edited, img, m, info, timings)
 
     # ------------------------------------------------------------------ mappers
-    def mapper_names(self) -> list[str]:
-        """Mappers this editor can use: local files, then official ones available or downloadable."""
-        names = list(self.mapper_files)
+    def mapper_sources(self) -> dict[str, str]:
+        """Mappers this editor can use now, by name: ``"local"`` for a file on this machine (given
+        in ``mappers``, or an official one in the weights folder or the Hub cache), ``"download"``
+        for an official one the store can download now (not offline, Hub reachable).
+
+        Local mappers come first (their given order, then the registry's), then downloadable ones.
+        Official mappers that are neither here nor downloadable are left out. The store's one-time
+        reachability probe runs only when some official mapper is not on this machine.
+        """
+        local = dict.fromkeys(self.mapper_files, "local")
+        remote: dict[str, str] = {}
         if self.store is not None:
-            for entry in self.store.registry:
-                if entry.startswith("mapper-") and entry[len("mapper-") :] not in names:
-                    names.append(entry[len("mapper-") :])
-        return names
+            official = [e[len("mapper-") :] for e in self.store.registry if e.startswith("mapper-")]
+            missing = []
+            for name in official:
+                if name in local:
+                    continue
+                if self.store.locate(f"mapper-{name}") is not None:
+                    local[name] = "local"
+                else:
+                    missing.append(name)
+            if missing and self.store.can_download():
+                remote = dict.fromkeys(missing, "download")
+        return {**local, **remote}
+
+    def mapper_names(self) -> list[str]:
+        """Mappers this editor can use now: local files first, then downloadable official ones
+        (see :meth:`mapper_sources`)."""
+        return list(self.mapper_sources())
 
     def mapper(self, name: str) -> LevelsMapper:
         """The named mapper on this editor's device (loaded once, a few kept in memory)."""

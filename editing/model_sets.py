@@ -1,7 +1,8 @@
 """Which model set a ``FaceEditor`` runs on: the real FFHQ set or the offline demo set.
 
-- ``ffhq``: StyleGAN2 FFHQ 1024, e4e, IR-SE50, CLIP ViT-B/32, the official relevance matrix and
-  mappers, from ``--weights DIR``, the Hugging Face cache or a download (``editing.weights``).
+- ``ffhq``: StyleGAN2 FFHQ (1024 px for the official file), e4e, IR-SE50, CLIP ViT-B/32, the
+  official relevance matrix and mappers, from ``--weights DIR``, the Hugging Face cache or a
+  download (``editing.weights``).
 - ``demo``: the small cartoon-face models this project trains on CPU (``scripts/demo/``) and
   ships in ``demo_models/`` (generator, e4e, CLIP, identity network, mappers) with their
   StyleSpace statistics and relevance in ``precomputed/demo/``. Same classes and code paths as
@@ -77,6 +78,27 @@ def demo_mappers(folder: Path | None = None) -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.glob("*.pt"))} if d.is_dir() else {}
 
 
+def describe_model_set(name: str, size: int) -> str:
+    """What a user is looking at: the model set and its generator's resolution (plain text, no Markdown).
+
+    Args:
+        name: the editor's model set (``FaceEditor.name``): "ffhq", "demo" or another name.
+        size: the generator's output resolution in px (``FaceEditor.size``).
+    Returns:
+        One sentence; for the demo set a second one saying how to get the FFHQ weights.
+    """
+    res = f"{size} × {size} px"
+    if name == "demo":
+        return (
+            f"demo model set, {res}: the offline demo world of cartoon faces, not real photos. "
+            "For real faces get the FFHQ weights: start with network access and --models ffhq "
+            "(downloaded from the Hugging Face Hub) or with --weights DIR holding the official files."
+        )
+    if name == "ffhq":
+        return f"ffhq model set, {res}: StyleGAN2 FFHQ generator, e4e encoder, IR-SE50 identity, CLIP."
+    return f"{name} model set, {res}."
+
+
 def load_editor(
     models: str = "auto",
     *,
@@ -122,7 +144,7 @@ def load_editor(
                 mappers=mappers,
                 name="ffhq",
             )
-            log("models: ffhq (StyleGAN2 FFHQ 1024, e4e, IR-SE50, CLIP ViT-B/32)")
+            log(f"models: ffhq (StyleGAN2 FFHQ generator at {editor.size} px, e4e, IR-SE50, CLIP)")
             return editor
         except WeightsUnavailableError as exc:
             if models == "ffhq":
@@ -164,5 +186,5 @@ def load_editor(
             missing=tuple(ffhq_error.missing) + tuple(demo_error.missing),
         ) from demo_error
     why = f" ({len(ffhq_error.missing)} FFHQ file(s) unavailable)" if models == "auto" else ""
-    log(f"models: demo (the offline cartoon-face model set in {demo_dir.name}/){why}")
+    log(f"models: demo (the offline cartoon-face model set in {demo_dir.name}/, {editor.size} px){why}")
     return editor

@@ -270,6 +270,11 @@ class WeightStore:
                 self._reachable = False
         return self._reachable
 
+    def can_download(self) -> bool:
+        """True when entries missing here could be downloaded now: not offline, and the Hub answered
+        this store's one reachability probe (made on the first call, a few seconds at most)."""
+        return not self.offline and self._hub_reachable()
+
     def available(self, names: Iterable[str]) -> bool:
         """True when every entry is already on this machine (no network is used)."""
         return all(self.locate(n) is not None for n in names)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import app
+from editing.weights import MAPPER_NAMES
 from tests.app.conftest import ASTRONAUT, launch, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -47,6 +48,24 @@ def _image(path) -> np.ndarray:
 def _fails(client, *args, api_name: str, match: str) -> None:
     with pytest.raises(Exception, match=match):
         client.predict(*args, api_name=api_name)
+
+
+@pytest.fixture(scope="module")
+def editor(app_weights, app_s_stats):
+    """The tiny editor as ``python app.py`` loads it (offline), for building pages without serving."""
+    args = app.build_parser().parse_args(
+        ["--weights", str(app_weights), "--models", "ffhq", "--offline", "--device", "cpu"]
+        + ["--precision", "fp32", "--s-stats", str(app_s_stats)]
+    )
+    editor, note = app.load_models(args)
+    assert editor is not None, note
+    return editor
+
+
+def _props(config: dict) -> dict[str, dict]:
+    """Component props by elem_id, from a page's config (as JSON, as the browser gets it)."""
+    components = json.loads(json.dumps(config["components"], default=str))
+    return {c["props"]["elem_id"]: c["props"] for c in components if c["props"].get("elem_id")}
 
 
 def test_upload_gives_the_aligned_crop_the_reconstruction_and_its_identity_score(client, inverted):
@@ -129,6 +148,71 @@ def test_slider_preview_and_alpha_sweep(client, monkeypatch):
     assert _image(after).shape == _image(before).shape == (32, 32, 3)  # preview size capped at 32
     gif = Image.open(client.predict(*GLASSES, 3.0, 0.12, api_name="/alpha_sweep"))
     assert gif.format == "GIF" and gif.n_frames == 2 * app.SWEEP_FRAMES - 2
+
+
+def test_the_page_names_its_model_set_resolution_presets_and_usable_mappers(server):
+    props = _props(httpx.get(server + "config", timeout=30).json())
+    banner = props["model-banner"]["value"]
+    assert "ffhq model set, 32 × 32 px" in banner and "1024" not in banner and "cartoon" not in banner
+    neutral, target, alpha, beta = app.PRESETS[0]  # FFHQ keeps the StyleCLIP paper's prompts
+    assert props["neutral"]["value"] == neutral and props["target"]["value"] == target
+    # offline: only the mapper in the weights folder, none of the 14 official ones
+    assert props["mapper"]["choices"] == [["purple_hair", "purple_hair"]]
+    assert props["mapper"]["value"] == "purple_hair" and "mapper-note" not in props
+
+
+def test_mapper_list_holds_local_mappers_then_downloadable_ones(editor, monkeypatch):
+    store = editor.store
+    assert store.offline and editor.mapper_sources() == {"purple_hair": "local"}
+    monkeypatch.setattr(store, "offline", False)
+    monkeypatch.setattr(store, "_reachable", False)  # the probe found no Hub: still only local ones
+    assert editor.mapper_names() == ["purple_hair"]
+    monkeypatch.setattr(store, "_reachable", True)
+    sources = editor.mapper_sources()
+    assert list(sources)[0] == "purple_hair" and len(sources) == 14  # the registry's 14, local first
+    assert {n for n, src in sources.items() if src == "download"} == set(MAPPER_NAMES) - {"purple_hair"}
+    props = _props(app.build_demo(editor).get_config_file())
+    assert props["mapper"]["value"] == "purple_hair"
+    assert ["afro (download)", "afro"] in props["mapper"]["choices"]
+    assert "Hugging Face Hub" in props["mapper-note"]["value"]
+
+
+def test_without_usable_mappers_the_tab_and_the_button_say_so(editor, monkeypatch):
+    registry = {k: v for k, v in editor.store.registry.items() if not k.startswith("mapper-")}
+    monkeypatch.setattr(editor.store, "registry", registry)
+    assert editor.mapper_sources() == {}
+    props = _props(app.build_demo(editor).get_config_file())
+    assert props["mapper"]["choices"] == [] and props["mapper"].get("value") is None
+    assert "No latent mapper is available" in props["mapper-note"]["value"]
+    assert "DIR/mappers/" in props["mapper-note"]["value"]
+    with pytest.raises(ValueError, match="No latent mapper is available"):
+        app.edit_mapper(editor, None, None, 0.1)
+    with pytest.raises(ValueError, match="No latent mapper is available"):
+        app.mapper_info(editor, "")
+
+
+def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkeypatch):
+    from editing.evaluate import PROMPTS, EvalConfig
+
+    monkeypatch.setattr(editor, "name", "demo")
+    props = _props(app.build_demo(editor, model_note="models: demo").get_config_file())
+    banner = props["model-banner"]["value"]
+    assert "demo model set, 32 × 32 px" in banner and "demo world of cartoon faces" in banner
+    assert "--models ffhq" in banner and "--weights DIR" in banner and "ffhq model set" not in banner
+    neutral, target, alpha, beta = app.DEMO_PRESETS[0]
+    assert props["neutral"]["value"] == neutral == "a face" and props["target"]["value"] == target
+    assert props["alpha"]["value"] == alpha and props["beta"]["value"] == beta
+    # the presets are the prompts `python -m editing evaluate` checks in the demo world
+    cfg = EvalConfig()
+    assert [p[1] for p in app.DEMO_PRESETS] == [p.target for p in PROMPTS]
+    assert {(p[0], p[2], p[3]) for p in app.DEMO_PRESETS} == {(cfg.neutral, cfg.alpha, cfg.beta)}
+    assert app.global_presets(None) == app.PRESETS
+
+
+def test_user_errors_leave_no_traceback_in_the_server_log(client, capfd):
+    capfd.readouterr()
+    _fails(client, "", "face", 4.0, 0.15, api_name="/edit_global", match="Target is empty")
+    assert "Traceback" not in "".join(capfd.readouterr())
 
 
 def test_mapper_info_and_edit(client):
