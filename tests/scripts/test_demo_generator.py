@@ -1,0 +1,237 @@
+"""The shipped demo generator and e4e encoder (``demo_models/``) and their training scripts
+(``scripts/demo/train_generator.py``, ``scripts/demo/train_encoder.py``)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from editing.demo.faces import (
+    BEARD_PRIOR,
+    GLASSES_PRIOR,
+    HAIR_COLOUR_PRIOR,
+    HAIR_COLOURS,
+    VECTOR_SIZE,
+    params_to_vector,
+    render_batch,
+    render_face,
+)
+from editing.editor import FaceEditor, load_encoder, load_generator
+from models.e4e import Encoder4Editing
+from scripts.demo.train_encoder import EncoderTrainConfig, encoder_loss, make_encoder, save_encoder
+from scripts.demo.train_generator import (
+    GeneratorTrainConfig,
+    attribute_code,
+    construct_mapping,
+    fast_synthesis,
+    make_generator,
+    make_optimizer,
+    psnr,
+    render_targets,
+    save_generator,
+    train_step,
+    z_to_params,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATOR = ROOT / "demo_models" / "stylegan2-demo.pt"
+ENCODER = ROOT / "demo_models" / "e4e_demo_encode.pt"
+# a little below what the shipped files measure (see demo_models/README.md), so a regression fails
+GENERATOR_PSNR_BOUND = 24.5  # measured: 26.3 dB on 64 held-out z (p10 24.6); seeds 0-5 in the test
+INVERSION_PSNR_BOUND = 22.0  # the issue's target; no encoder shipped yet
+
+# The demo encoder needs narrow map2style heads: with 512-channel head convs even a 32 px e4e holds
+# ~32 M parameters. Until models/e4e.py takes head_width (proposed, see demo_models/README.md) and
+# the encoder has been trained, the encoder tests are skipped with this reason.
+NARROW_HEADS = "head_width" in inspect.signature(Encoder4Editing).parameters
+needs_encoder = pytest.mark.skipif(
+    not (NARROW_HEADS and ENCODER.exists()),
+    reason="needs Encoder4Editing(head_width=...) and demo_models/e4e_demo_encode.pt "
+    "(python -m scripts.demo.train_encoder)",
+)
+needs_narrow_heads = pytest.mark.skipif(not NARROW_HEADS, reason="needs Encoder4Editing(head_width=...)")
+
+TINY = GeneratorTrainConfig(size=32, channels={4: 16, 8: 16, 16: 8, 32: 8}, n_mlp=2, batch=4, lr=1e-2)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.set_num_threads(1)
+    return load_generator(GENERATOR)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    if not (NARROW_HEADS and ENCODER.exists()):
+        pytest.skip("the demo encoder is not available")
+    return load_encoder(ENCODER)
+
+
+# ------------------------------------------------------------------------------ shipped files
+
+
+def test_shipped_generator_loads_strictly(generator):
+    g, w_avg = generator
+    assert g.size == 64 and g.style_dim == 512 and g.n_latent == 10 and g.n_mlp == 2
+    assert g.channels == GeneratorTrainConfig().channels
+    assert w_avg.shape == (1, 512) and torch.isfinite(w_avg).all()
+    assert all(v.dtype == torch.float32 for v in g.state_dict().values())
+    assert GENERATOR.stat().st_size < 12 * 2**20
+
+
+@needs_encoder
+def test_shipped_files_load_strictly_into_a_face_editor(generator, encoder):
+    g, w_avg = generator
+    enc, latent_avg = encoder
+    assert latent_avg.shape == (10, 512)
+    assert enc.n_styles == g.n_latent and enc.input_size == g.size
+    editor = FaceEditor(
+        generator=g, w_avg=w_avg, encoder=enc, encoder_latent_avg=latent_avg, device="cpu", precision="fp32"
+    )
+    assert editor.n_latent == 10
+    assert GENERATOR.stat().st_size + ENCODER.stat().st_size < 16 * 2**20
+
+
+def test_generated_faces_are_varied_images_matching_their_targets(generator):
+    g, w_avg = generator
+    editor = FaceEditor(generator=g, w_avg=w_avg, device="cpu", precision="fp32")
+    imgs = torch.cat([editor.render(editor.latent_from_seed(s, truncation=1.0)) for s in range(6)])
+    assert imgs.shape == (6, 3, 64, 64)
+    assert imgs.abs().max() < 1.5  # bounded, near [-1, 1]
+    assert imgs.mean() > -0.5 and imgs.mean() < 0.8
+    assert (imgs.flatten(1).std(1) > 0.25).all()  # structured, not flat
+    distance = (imgs[:, None] - imgs[None]).abs().mean((2, 3, 4))  # (6, 6)
+    assert (distance + torch.eye(6) > 0.08).all()  # every pair of seeds differs
+    # G(z) draws the face its z decodes to
+    z = torch.cat([torch.randn(1, 512, generator=torch.Generator().manual_seed(s)) for s in range(6)])
+    assert psnr(imgs, render_targets(z, 64)).mean() > GENERATOR_PSNR_BOUND
+
+
+@needs_encoder
+def test_rendered_faces_invert_through_the_editor(generator, encoder):
+    g, w_avg = generator
+    enc, latent_avg = encoder
+    editor = FaceEditor(
+        generator=g, w_avg=w_avg, encoder=enc, encoder_latent_avg=latent_avg, device="cpu", precision="fp32"
+    )
+    images, params = render_batch(2024, 8, 64)
+    w_plus = torch.cat([editor.encode(render_face(p, 64)) for p in params])  # (8, 10, 512)
+    recon = editor.render(w_plus)
+    values = psnr(recon, to_tensor(images))
+    assert values.mean() > INVERSION_PSNR_BOUND
+    # a face is reconstructed better from its own code than from another face's
+    other = psnr(recon.roll(1, 0), to_tensor(images))
+    assert (values > other + 3.0).all()
+
+
+# ------------------------------------------------------------------------------ training code
+
+
+def test_z_to_params_follows_the_renderer_priors():
+    z = torch.randn(3000, 512, generator=torch.Generator().manual_seed(0)).double().numpy()
+    params = [z_to_params(row) for row in z]
+    counts = Counter(p.hair_colour for p in params)
+    for colour, prior in zip(HAIR_COLOURS, HAIR_COLOUR_PRIOR, strict=True):
+        assert abs(counts[colour] / 3000 - prior) < 0.03, colour
+    assert abs(np.mean([p.glasses for p in params]) - GLASSES_PRIOR) < 0.03
+    assert abs(np.mean([p.beard > 0 for p in params]) - BEARD_PRIOR) < 0.03
+    assert abs(np.mean([p.smile for p in params])) < 0.05
+    # a smooth map: scaling z changes nothing (pixel norm), moving one coordinate moves one attribute
+    row = z[0].copy()
+    np.testing.assert_allclose(
+        params_to_vector(z_to_params(row)), params_to_vector(z_to_params(3.0 * row)), atol=1e-6
+    )
+    smiles = []
+    for value in (-2.0, 0.0, 2.0):
+        row[0] = value
+        smiles.append(z_to_params(row).smile)
+    assert smiles[0] < smiles[1] < smiles[2]
+
+
+@pytest.mark.parametrize("n_mlp", [2, 4])
+def test_constructed_mapping_outputs_the_attribute_code(n_mlp):
+    g = make_generator(replace(TINY, n_mlp=n_mlp))
+    assert not any(p.requires_grad for p in g.style.parameters())  # constructed, never trained
+    z = torch.randn(2000, 512, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        w = g.mapping(z)
+    err = (w[:, :VECTOR_SIZE] - attribute_code(z)).abs()  # code on a 0..2 scale
+    assert err.mean() < 0.01
+    assert (err > 0.1).float().mean() < 0.01  # only z right at a category threshold is in between
+    assert w[:, VECTOR_SIZE:].abs().max() < 1e-5  # the other dimensions carry nothing
+    # the code is read off the face: equal parameters give equal w
+    assert torch.allclose(g.mapping(3.0 * z[:5]), w[:5], atol=1e-4)
+    stats = construct_mapping(g, replace(TINY, n_mlp=n_mlp))
+    assert stats["mean_abs_error"] < 0.002
+    with pytest.raises(ValueError, match="n_mlp >= 2"):
+        make_generator(replace(TINY, n_mlp=1))
+
+
+def test_fast_synthesis_is_the_generator_synthesis():
+    torch.manual_seed(0)
+    g = make_generator(TINY)
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("bias") and "noise" not in name:
+                p.normal_(0.0, 0.2)
+        w = g.mapping(torch.randn(3, 512))
+        w_plus = w[:, None].repeat(1, g.n_latent, 1) + 0.3 * torch.randn(3, g.n_latent, 512)
+        for latent in (w, w_plus):
+            ref = g.synthesis(latent)
+            torch.testing.assert_close(fast_synthesis(g, latent), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_generator_training_steps_lower_the_loss_and_save_loadable(tmp_path):
+    torch.manual_seed(0)
+    g = make_generator(TINY)
+    opt = make_optimizer(g, TINY)
+    z = torch.randn(TINY.batch, 512, generator=torch.Generator().manual_seed(1))
+    target = render_targets(z, TINY.size)
+    losses = [train_step(g, opt, z, target, TINY.grad_lambda) for _ in range(4)]
+    assert losses[-1] < losses[0]
+    assert all(float(m.noise.weight) == 0.0 for m in [g.conv1, *g.convs])  # noise stays off
+    save_generator(g, tmp_path / "g.pt", n_avg=64)
+    loaded, w_avg = load_generator(tmp_path / "g.pt")
+    assert loaded.channels == TINY.channels and loaded.n_mlp == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(z), g.eval()(z))
+
+
+@needs_narrow_heads
+def test_encoder_training_steps_lower_the_loss_and_save_loadable(tmp_path):
+    torch.manual_seed(0)
+    g = make_generator(TINY).eval().requires_grad_(False)
+    config = EncoderTrainConfig(input_size=32, widths=(16, 17, 18, 19), units=(1, 1, 1, 1), head_width=8)
+    enc = make_encoder(config, g.n_latent).train()
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    z = torch.randn(4, 512, generator=torch.Generator().manual_seed(1))
+    face = render_targets(z, 32)
+    latent_avg = g.mean_latent(64).expand(g.n_latent, 512)
+    with torch.no_grad():
+        w = g.mapping(z)
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss, recon = encoder_loss(enc, g, latent_avg, face, w, config)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert recon.shape == face.shape and losses[-1] < losses[0]
+    save_encoder(enc.eval(), latent_avg, config, tmp_path / "e.pt")
+    loaded, avg = load_encoder(tmp_path / "e.pt")
+    assert loaded.head_width == 8 and loaded.input_size == 32 and avg.shape == (g.n_latent, 512)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(face), enc(face))
+    assert math.isfinite(losses[-1])
