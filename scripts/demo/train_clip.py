@@ -22,9 +22,13 @@ orpatashnik/StyleCLIP) runs on it unchanged.
   prompts ("face with glasses", "bald") or a neutral "face", a share of all of them wrapped in one of
   StyleCLIP's ImageNet templates as Δt does. A quarter of the pairs are blurred alike (Gaussian or 2x
   down/up), as the demo generator's output is softer than the renderer's.
-* Loss: CLIP's contrastive loss plus ``direction_lambda`` x (1 − cos(image change, text change)) over those
-  pairs (:func:`direction_loss`), the directional criterion that global directions rely on. Without it
-  the mouth, beard and lips were not learnt in 1200 steps (their Δt anti-parallel to the image change).
+* Loss: CLIP's contrastive loss plus ``direction_lambda`` x a contrastive loss over those pairs'
+  directions (:func:`direction_loss`): each pair's normalised image change must pick its own normalised
+  text change among the batch's, both ways (InfoNCE, temperature ``direction_temperature``). Without a
+  direction term the mouth, beard and lipstick were not learnt in 1200 steps; its first form,
+  1 − cos(image change, text change), was met by one shared direction for every attribute (all Δt on
+  one line, demo_models/README.md), which the contrastive form rules out. ``neutral_pair_share`` of the
+  pairs use Δt's own texts, a neutral "face" / "a face" against "face with glasses", "smiling face", ...
 
 ``python -m scripts.demo.train_clip --out demo_models/clip-demo [--steps N] [--seed S] [--threads T]``;
 deterministic for a given seed, step count and thread count. Writes ``<out>/training.json`` (config,
@@ -104,14 +108,16 @@ class ClipTrainConfig:
     vocab_size: int = 1400  # BPE vocabulary incl. the 512 byte tokens and the two specials
     tokenizer_captions: int = 40_000  # captions the BPE merges are learnt from
     batch: int = 128  # image-text pairs per step (half of them single-attribute variants)
-    steps: int = 250  # optimisation steps (longer runs lose the hair directions: demo_models/README.md)
+    steps: int = 500  # optimisation steps (demo_models/README.md)
     lr: float = 1.5e-3  # AdamW peak learning rate
     warmup: int = 50  # linear warm-up steps, then cosine decay to 0
     weight_decay: float = 0.05  # AdamW decoupled weight decay (matrices only)
     pair_share: float = 0.8  # face/variant pairs whose two texts differ only in the changed attribute
     # vary_one's odds per attribute of VARIED (smile, glasses, hair colour, hair style, beard, lipstick, age)
     varied_prior: tuple[float, ...] = (0.22, 0.10, 0.08, 0.08, 0.20, 0.20, 0.12)
-    direction_lambda: float = 0.5  # weight of the pair direction loss (see direction_loss)
+    direction_lambda: float = 0.5  # weight of the contrastive pair direction loss (see direction_loss)
+    direction_temperature: float = 0.1  # temperature of that loss's InfoNCE over the batch's directions
+    neutral_pair_share: float = 0.3  # pairs whose texts are a neutral "face" vs the attribute prompt
     phrase_share: float = 0.3  # other texts that are short editing prompts instead of captions
     neutral_share: float = 0.02  # texts that are a neutral "face" (keeps t("face") near the image mean)
     template_share: float = 0.35  # texts wrapped in one of the 79 ImageNet templates
@@ -335,13 +341,57 @@ def vary_one(
     return q, attribute
 
 
-def pair_texts(base: FaceParams, variant: FaceParams, attribute: str, rng: np.random.Generator) -> list[str]:
+def change_key(base: FaceParams, variant: FaceParams, attribute: str) -> str:
+    """Which way a one-attribute change goes: ``"glasses+"``, ``"smile-"``, ``"hair_colour>blond"``, ...
+
+    Pairs with the same key change the image the same way (towards the same value); the contrastive
+    direction loss treats them as positives of each other.
+    """
+    if attribute in ("hair_colour", "hair_style"):
+        return f"{attribute}>{getattr(variant, attribute)}"
+    return attribute + ("+" if float(getattr(variant, attribute)) > float(getattr(base, attribute)) else "-")
+
+
+def delta_t_prompt(prompt: str) -> str:
+    """An editing prompt in Δt's form: "smiling face", "face with glasses", "face with a beard"."""
+    if prompt in ADJECTIVE_PROMPTS:
+        return f"{prompt} face"
+    return "face with " + ("a " + prompt if prompt in ("beard", "mohawk") else prompt)
+
+
+def pair_texts(
+    base: FaceParams,
+    variant: FaceParams,
+    attribute: str,
+    rng: np.random.Generator,
+    neutral_share: float = ClipTrainConfig.neutral_pair_share,
+) -> list[str]:
     """Texts for a face and its variant that both name the changed attribute when it shows.
 
     Both share the same context (maybe one other true prompt, maybe the same template), so the only
     difference between the texts is the attribute, as between Δt's "face with glasses" and "face".
+    A ``neutral_share`` of the pairs are exactly Δt's form: a neutral "face" / "a face" for the face
+    without the attribute (for hair colour: the base face) and the bare attribute prompt ("face with
+    glasses", "smiling face", "bald face") for the other.
     """
     phrases = attribute_phrases().values()
+    if rng.random() < neutral_share:
+        own = [
+            [ph.prompts[0] for ph in phrases if ph.attribute == attribute and phrase_holds(p, ph)][:1]
+            for p in (base, variant)
+        ]
+        neutral = ("face", "a face")[int(rng.integers(2))]
+        if own[1]:
+            texts = [neutral, own[1][0]]
+        elif own[0]:
+            texts = [own[0][0], neutral]
+        else:
+            texts = [neutral, neutral]
+        texts = [t if t in ("face", "a face") else delta_t_prompt(t) for t in texts]
+        if rng.random() < 0.5:
+            template = IMAGENET_TEMPLATES[int(rng.integers(len(IMAGENET_TEMPLATES)))]
+            texts = [template.format(re.sub(r"^an? ", "", t)) for t in texts]
+        return texts
     others = [ph for ph in phrases if ph.attribute != attribute and phrase_holds(base, ph)]
     context = (
         [_prompt_of(others[int(rng.integers(len(others)))], rng)] if others and rng.random() < 0.5 else []
@@ -406,8 +456,10 @@ def make_batch(
     batches in which every face has the same hair force the towers to use glasses, beard, mouth, ...
 
     Returns:
-        ``img`` (batch, 3, 64, 64) float32 in [-1, 1], ``batch`` texts and ``paired`` (batch // 2,) bool:
-        face i and its variant ``batch // 2 + i`` have texts that differ only in the changed attribute.
+        ``img`` (batch, 3, 64, 64) float32 in [-1, 1], ``batch`` texts and ``paired`` (batch // 2,) int64:
+        where >= 0, face i and its variant ``batch // 2 + i`` have texts that differ only in the changed
+        attribute, and ``paired[i]`` numbers the way the image changes (:func:`change_key`; equal numbers,
+        same change); -1 where the texts do not form such a pair.
     """
     half = config.batch // 2
     base = [sample_params(rng) for _ in range(half)]
@@ -417,11 +469,13 @@ def make_batch(
     varied = [vary_one(p, rng, config.varied_prior) for p in base]
     faces = base + [q for q, _ in varied]
     texts = [text_for(p, rng, config) for p in faces]
-    paired = torch.zeros(half, dtype=torch.bool)
+    paired = torch.full((half,), -1, dtype=torch.long)
+    keys: dict[str, int] = {}
     for i, (p, (q, attribute)) in enumerate(zip(base, varied, strict=True)):
         if rng.random() < config.pair_share:
-            texts[i], texts[half + i] = pair_texts(p, q, attribute, rng)
-            paired[i] = texts[i] != texts[half + i]
+            texts[i], texts[half + i] = pair_texts(p, q, attribute, rng, config.neutral_pair_share)
+            if texts[i] != texts[half + i]:
+                paired[i] = keys.setdefault(change_key(p, q, attribute), len(keys))
     img = faces_to_tensor(faces)
     # Blur a face and its variant alike, so that the pair still differs in the attribute alone.
     blur_pair = rng.random(half) < config.blur_share
@@ -465,19 +519,33 @@ def contrastive_loss(model, img_feats: torch.Tensor, text_feats: torch.Tensor) -
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-def direction_loss(img_feats: torch.Tensor, text_feats: torch.Tensor, paired: torch.Tensor) -> torch.Tensor:
-    """1 − cos between the image change and the text change of one-attribute pairs (scalar, 0 if none).
+def direction_loss(
+    img_feats: torch.Tensor, text_feats: torch.Tensor, paired: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """Contrastive (InfoNCE) loss over the one-attribute pairs' directions (scalar, 0 if none).
 
-    Face ``i`` and its variant ``B // 2 + i`` differ in one attribute and, where ``paired[i]``, so do
-    their texts; this is the StyleCLIP directional criterion (image change ∥ Δt) the contrastive loss only
-    reaches slowly for small details such as the mouth.
+    Face ``i`` and its variant ``B // 2 + i`` differ in one attribute and, where ``paired[i] >= 0``, so
+    do their texts. Each pair's normalised image change must pick its own normalised text change among
+    all the batch's text changes, and each text change its image change (symmetric, like CLIP's loss);
+    pairs with the same ``paired`` number (same change, e.g. glasses put on) count as positives of each
+    other. Unlike 1 − cos(Δimage, Δtext) (the previous version of this loss), it cannot be met by one
+    shared direction for every attribute: that collapse made all Δt nearly parallel (demo_models/README.md).
     """
     half = len(img_feats) // 2
-    if not paired.any():
+    keep = paired >= 0
+    if keep.sum() < 2:
         return img_feats.sum() * 0.0
-    d_img = (img_feats[half:] - img_feats[:half])[paired]
-    d_text = (text_feats[half:] - text_feats[:half])[paired]
-    return (1 - F.cosine_similarity(d_img, d_text, dim=-1)).mean()
+    d_img = F.normalize((img_feats[half:] - img_feats[:half])[keep], dim=-1)
+    d_text = F.normalize((text_feats[half:] - text_feats[:half])[keep], dim=-1)
+    group = paired[keep]
+    positive = group[:, None] == group[None, :]  # (P, P), diagonal true
+    logits = d_img @ d_text.T / temperature
+
+    def one_way(lg: torch.Tensor) -> torch.Tensor:
+        pos = lg.masked_fill(~positive, float("-inf")).logsumexp(-1)
+        return (lg.logsumexp(-1) - pos).mean()
+
+    return (one_way(logits) + one_way(logits.T)) / 2
 
 
 def make_optimizer(model, config: ClipTrainConfig) -> torch.optim.Optimizer:
@@ -529,7 +597,9 @@ def train(
         img_feats, text_feats = embed(model, tokenizer, img, texts)
         loss = contrastive_loss(model, img_feats, text_feats)
         if config.direction_lambda > 0:
-            loss = loss + config.direction_lambda * direction_loss(img_feats, text_feats, paired)
+            loss = loss + config.direction_lambda * direction_loss(
+                img_feats, text_feats, paired, config.direction_temperature
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -683,10 +753,67 @@ def zero_shot_accuracy(encoder: ClipEncoder, n: int = 400, seed: int = 4242) -> 
     return out
 
 
+# key of DIRECTIONS -> Δt target against NEUTRAL_PROMPT for the distinctness / diagonal checks
+MATRIX_TARGETS: dict[str, str] = {
+    "smile": "smiling face",
+    "glasses": "face with glasses",
+    "purple_hair": "face with purple hair",
+    "bald": "bald face",
+    "blond_hair": "face with blond hair",
+    "beard": "face with a beard",
+}
+
+
+def _mean_abs_off_diagonal(m: torch.Tensor) -> float:
+    off = ~torch.eye(len(m), dtype=torch.bool)
+    return m[off].abs().mean().item()
+
+
+@torch.inference_mode()
+def direction_matrix(encoder: ClipEncoder, n: int = 32, seed: int = 777) -> dict[str, object]:
+    """Whether the attributes' text and image directions are distinct and match each other.
+
+    The 1 − cos(Δimage, Δtext) criterion of one pair at a time is met by a collapsed model whose text
+    directions are all one line; this compares the attributes of :data:`MATRIX_TARGETS` with each other.
+
+    Args:
+        encoder: the CLIP to measure.
+        n: face pairs per attribute (held-out faces of :func:`direction_pairs`).
+        seed: their numpy seed.
+    Returns:
+        ``keys``; ``text_cos`` / ``image_cos``: 6 x 6 cosines between the Δt(target, "face") and between
+        the mean normalised image changes (E(after) − E(before), normalised per pair, then averaged);
+        ``text_offdiag_abs`` / ``image_offdiag_abs``: mean |off-diagonal cosine| of those (distinct: small);
+        ``cross_cos``: row a, column b = cos(mean image change of a, Δt of b); ``diagonal``: its diagonal;
+        ``diagonal_wins``: per attribute, whether its own Δt is the best match of its image change.
+    """
+    keys = list(MATRIX_TARGETS)
+    dts = torch.stack([delta_t(encoder, MATRIX_TARGETS[k], NEUTRAL_PROMPT) for k in keys])  # (6, D)
+    changes = []
+    for key in keys:
+        before, after = direction_pairs(key, n, seed)
+        change = encoder.encode_image(faces_to_tensor(after)) - encoder.encode_image(faces_to_tensor(before))
+        changes.append(F.normalize(F.normalize(change, dim=-1).mean(0), dim=0))
+    d_img = torch.stack(changes)  # (6, D)
+    text_cos, image_cos, cross = dts @ dts.T, d_img @ d_img.T, d_img @ dts.T
+    diag = cross.diagonal()
+    return {
+        "keys": keys,
+        "text_cos": [[round(v, 4) for v in row] for row in text_cos.tolist()],
+        "image_cos": [[round(v, 4) for v in row] for row in image_cos.tolist()],
+        "cross_cos": [[round(v, 4) for v in row] for row in cross.tolist()],
+        "text_offdiag_abs": _mean_abs_off_diagonal(text_cos),
+        "image_offdiag_abs": _mean_abs_off_diagonal(image_cos),
+        "diagonal": dict(zip(keys, diag.tolist(), strict=True)),
+        "diagonal_wins": dict(zip(keys, (cross.argmax(1) == torch.arange(len(keys))).tolist(), strict=True)),
+    }
+
+
 def evaluate(encoder: ClipEncoder) -> dict[str, object]:
-    """Direction scores for every key of :data:`DIRECTIONS` and zero-shot accuracies."""
+    """Direction scores for every key of :data:`DIRECTIONS`, the direction matrix and zero-shot accuracies."""
     return {
         "directions": {key: direction_scores(encoder, key) for key in DIRECTIONS},
+        "direction_matrix": direction_matrix(encoder),
         "zero_shot_balanced_accuracy": zero_shot_accuracy(encoder),
     }
 

@@ -313,7 +313,9 @@ def test_sessions_are_separate_and_random_faces_need_no_photo(server, client, in
 def test_without_models_the_app_starts_and_says_what_is_missing(tmp_path):
     empty = tmp_path / "weights"
     empty.mkdir()
-    args = app.build_parser().parse_args(["--weights", str(empty), "--offline", "--device", "cpu"])
+    # --models ffhq: with the default auto, missing FFHQ files fall back to the shipped demo set
+    argv = ["--weights", str(empty), "--offline", "--device", "cpu", "--models", "ffhq"]
+    args = app.build_parser().parse_args(argv)
     editor, note = app.load_models(args)
     assert editor is None and "stylegan2-ffhq-config-f.pt" in note and "e4e_ffhq_encode.pt" in note
     demo = app.build_demo(None, model_note=note)

@@ -19,8 +19,10 @@ from scripts.demo.train_clip import (
     DIRECTIONS,
     EOS,
     EXTRA_PROMPTS,
+    MATRIX_TARGETS,
     ClipTrainConfig,
     direction_loss,
+    direction_matrix,
     direction_scores,
     faces_to_tensor,
     gaussian_blur,
@@ -164,14 +166,36 @@ def test_text_direction_matches_the_image_change(encoder: ClipEncoder, key: str)
     assert scores["loss_drop_rate"] >= 0.8, scores
 
 
-def test_direction_loss_is_zero_for_parallel_changes_and_ignores_unpaired() -> None:
-    img = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+def test_shipped_directions_are_distinct_and_match_their_own_attribute() -> None:
+    # The previous folder (1 − cos direction loss) had all six Δt on one line: text 0.98, image 0.99.
+    m = json.loads((FOLDER / "training.json").read_text())["metrics"]["direction_matrix"]
+    assert m["keys"] == list(MATRIX_TARGETS)
+    assert m["text_offdiag_abs"] <= 0.5 and m["image_offdiag_abs"] <= 0.5, m
+    assert all(m["diagonal_wins"].values()), m["diagonal_wins"]
+    assert min(m["diagonal"].values()) >= 0.3, m["diagonal"]
+
+
+def test_direction_matrix_on_other_faces(encoder: ClipEncoder) -> None:
+    m = direction_matrix(encoder, n=12, seed=31)  # other faces than the shipped metrics'
+    assert m["text_offdiag_abs"] <= 0.5 and m["image_offdiag_abs"] <= 0.55, m
+    assert all(m["diagonal_wins"].values()), m["cross_cos"]
+    assert min(m["diagonal"].values()) >= 0.25, m["diagonal"]
+
+
+def test_direction_loss_prefers_distinct_matching_directions_and_ignores_unpaired() -> None:
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1)
     text = img.clone()
-    torch.testing.assert_close(direction_loss(img, text, torch.tensor([True, True])), torch.tensor(0.0))
-    text[3] = -text[3]
-    assert direction_loss(img, text, torch.tensor([True, True])) > 0
-    torch.testing.assert_close(direction_loss(img, text, torch.tensor([True, False])), torch.tensor(0.0))
-    assert direction_loss(img, text, torch.tensor([False, False])) == 0
+    text[4:] = img[4:] + 0.5 * (img[4:] - img[:4])  # each text change parallel to its image change
+    paired = torch.tensor([0, 1, 2, 3])
+    matched = direction_loss(img, text, paired, temperature=0.1)
+    assert matched < 0.05
+    collapsed = text.clone()
+    collapsed[4:] = text[:4] + (img[4] - img[0])  # every text change the same direction
+    assert direction_loss(img, collapsed, paired, temperature=0.1) > 1.0
+    # pairs with the same change number are positives of each other; -1 is left out
+    assert direction_loss(img, collapsed, torch.tensor([0, 0, 0, 0])) < 1e-6
+    assert direction_loss(img, collapsed, torch.tensor([0, -1, -1, -1])) == 0
 
 
 def test_gaussian_blur_keeps_constants_and_mean() -> None:
@@ -204,7 +228,7 @@ def test_bpe_is_in_clip_format(tmp_path: Path) -> None:
 def test_training_steps_on_a_tiny_config_are_deterministic_and_load(tmp_path: Path) -> None:
     img, texts, paired = make_batch(np.random.default_rng(0), TINY)
     assert img.shape == (8, 3, 64, 64) and len(texts) == 8 and img.min() >= -1 and img.max() <= 1
-    assert paired.shape == (4,) and all(texts[i] != texts[4 + i] for i in range(4) if paired[i])
+    assert paired.shape == (4,) and all(texts[i] != texts[4 + i] for i in range(4) if paired[i] >= 0)
     runs = [train(TINY, log=lambda s: None) for _ in range(2)]
     (model, vocab, merges, stats), (model2, *_rest) = runs
     assert np.isfinite(stats["final_loss_ema"])
