@@ -59,6 +59,13 @@ from editing.errors import FaceEditingError
 from editing.optimization import OptimizationSettings
 
 METHODS = ("global", "mapper", "optimize")
+# Attributes the shipped demo generator does not draw well enough for the oracle to read them on its
+# faces (oracle vs the faces' true parameters on 256 generated faces: smile MAE 0.45 on [-1, 1],
+# lipstick 77 % and eye colour 66 % correct — near their priors — eye and nose size not drawn; the
+# drawn ones read at 97-99.6 % / MAE <= 0.09, demo_models/README.md). Their readout on an edited face is
+# noise, so they are neither required to stay put nor evaluated as targets (``--check-all-attributes``
+# checks them anyway). Re-measure when the generator is retrained.
+UNREADABLE_DEMO = ("smile", "lipstick", "eye_colour", "eye_size", "nose_size")
 MAX_FACES = 1000
 SCAN_FACTOR = 10  # seeds looked at per wanted face before a prompt is left with fewer faces
 
@@ -187,13 +194,18 @@ class EvalConfig:
     methods: tuple[str, ...] = METHODS
     bound: float = 0.2  # largest change allowed of every other attribute, [0, 1] scale
     neutral: str = "a face"  # global directions: the text without the attribute
-    alpha: float = 4.1  # global directions: strength
-    beta: float | None = 0.15  # global directions: threshold; None = auto-β
+    # demo-world settings (measured on 8 faces: α 4.1 / β 0.15, StyleCLIP's FFHQ defaults, over-edit the
+    # 64-px cartoon generator; optimisation at lr 0.1 / λ_L2 0.008 changed every face's hair)
+    alpha: float = 2.0  # global directions: strength
+    beta: float | None = 0.2  # global directions: threshold; None = auto-β
     strength: float = 0.1  # mapper: step, w + strength * M(w)
     optimization: OptimizationSettings = field(
-        default_factory=lambda: OptimizationSettings(steps=40, id_lambda=0.1, preview_every=0)
+        default_factory=lambda: OptimizationSettings(
+            steps=40, lr=0.05, l2_lambda=0.3, id_lambda=0.1, preview_every=0
+        )
     )
     compare_id_lambda: bool = True  # also optimise with λ_ID = 0 and compare the identity attributes
+    unreadable: tuple[str, ...] = UNREADABLE_DEMO  # attributes the oracle cannot read on these faces
     acceptance: Acceptance = field(default_factory=Acceptance)
 
     def __post_init__(self):
@@ -213,6 +225,9 @@ class EvalConfig:
         for p in self.prompts:  # validates alpha, beta and the texts now, before any model is loaded
             GlobalSettings(p.target, neutral=self.neutral, alpha=self.alpha, beta=self.beta)
         MapperSettings("check", strength=self.strength)
+        unknown = sorted(set(self.unreadable) - set(ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"unreadable names unknown attributes: {unknown}")
         if not isinstance(self.optimization, OptimizationSettings) or self.optimization.mode != "edit":
             raise ValueError("optimization must be OptimizationSettings in mode 'edit'")
 
@@ -245,10 +260,13 @@ def usable_faces(readout: Readout, spec: PromptSpec) -> torch.Tensor:
     return target_level(readout, spec) < spec.max_start
 
 
-def judge_edit(before: Readout, after: Readout, spec: PromptSpec, bound: float) -> EditCheck:
+def judge_edit(
+    before: Readout, after: Readout, spec: PromptSpec, bound: float, unreadable: Sequence[str] = ()
+) -> EditCheck:
     """:func:`editing.demo.oracle.check_edit` with the prompt's target, ``min_shift`` and the other
-    attributes (all but the target and ``exempt``) held to ``bound``."""
-    others = [a for a in ATTRIBUTES if a != spec.attribute and a not in spec.exempt]
+    attributes (all but the target, ``exempt`` and ``unreadable``) held to ``bound``."""
+    skip = set(spec.exempt) | set(unreadable)
+    others = [a for a in ATTRIBUTES if a != spec.attribute and a not in skip]
     return check_edit(
         before,
         after,
@@ -365,6 +383,7 @@ def score_cell(
     *,
     note: str = "",
     seconds: float = 0.0,
+    unreadable: Sequence[str] = (),
 ) -> CellResult:
     """Judge one cell from the oracle's readouts of its faces before and after the edit.
 
@@ -374,10 +393,11 @@ def score_cell(
         before, after: oracle readouts (B faces) of the sources and the edits.
         bound: the largest change allowed of every other attribute.
         identity: (B,) identity similarity of each source and edit, or None.
+        unreadable: attributes left out of the check of the others.
     """
     if len(seeds) != next(iter(before.values())).shape[0]:
         raise ValueError("seeds must name one face per readout row")
-    check = judge_edit(before, after, spec, bound)
+    check = judge_edit(before, after, spec, bound, unreadable)
     names = list(check.other_changes)
     if names:
         stacked = torch.stack([check.other_changes[a] for a in names])  # (A, B)
@@ -445,12 +465,17 @@ class InversionCheck:
 
 
 def inversion_check(
-    rendered: torch.Tensor, reconstructed: torch.Tensor, before: Readout, after: Readout, bound: float
+    rendered: torch.Tensor,
+    reconstructed: torch.Tensor,
+    before: Readout,
+    after: Readout,
+    bound: float,
+    unreadable: Sequence[str] = (),
 ) -> tuple[list[float], list[bool], dict[str, float]]:
-    """PSNR per face, whether every oracle attribute stayed within ``bound``, and the mean change of
-    each attribute, for rendered faces (B, 3, H, W) and their reconstructions."""
+    """PSNR per face, whether every readable oracle attribute stayed within ``bound``, and the mean
+    change of each attribute (all of them), for rendered faces (B, 3, H, W) and their reconstructions."""
     changes = {a: attribute_change(before, after, a) for a in ATTRIBUTES}
-    worst = torch.stack(list(changes.values())).amax(dim=0)
+    worst = torch.stack([c for a, c in changes.items() if a not in unreadable]).amax(dim=0)
     return (
         [float(x) for x in psnr(reconstructed, rendered)],
         [bool(x) for x in worst <= bound],
@@ -779,6 +804,11 @@ def run_evaluation(
         for spec in cfg.prompts:
             face_seeds = chosen[spec.name]
             unavailable = _unavailable(editor, method, skipped)
+            if unavailable is None and spec.attribute in cfg.unreadable:
+                unavailable = (
+                    f"{spec.attribute} is not drawn by this generator, the oracle cannot read it "
+                    "(--check-all-attributes evaluates it anyway)"
+                )
             if unavailable is not None:
                 cells.append(CellResult(method, spec.name, "unavailable", unavailable))
                 continue
@@ -821,6 +851,7 @@ def run_evaluation(
                     ident,
                     note=note,
                     seconds=time.perf_counter() - t0,
+                    unreadable=cfg.unreadable,
                 )
                 sink.append(cell)
                 tag = f"{method}" + (" (λ_ID 0)" if sink is id0_cells else "")
@@ -898,7 +929,7 @@ def _run_inversion(editor: Any, oracle: Any, cfg: EvalConfig, skipped: Mapping[s
     ref = torch.cat([pil_to_tensor(f, editor.size) for f in faces])
     before = _batched_readout(oracle, [ref])
     after = _batched_readout(oracle, [rec])
-    values, kept, changes = inversion_check(ref, rec, before, after, cfg.bound)
+    values, kept, changes = inversion_check(ref, rec, before, after, cfg.bound, cfg.unreadable)
     return InversionCheck(
         "ok",
         seeds=tuple(range(cfg.faces)),
@@ -1023,12 +1054,20 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, default=40, help="optimisation steps (default 40)")
     p.add_argument("--id-lambda", type=float, default=0.1, help="optimisation λ_ID (default 0.1)")
+    p.add_argument("--l2-lambda", type=float, default=0.3, help="optimisation λ_L2 (default 0.3)")
+    p.add_argument("--lr", type=float, default=0.05, help="optimisation learning rate (default 0.05)")
     p.add_argument("--no-id-compare", action="store_true", help="skip the λ_ID = 0 optimisation runs")
-    p.add_argument("--alpha", type=float, default=4.1, help="global directions: alpha (default 4.1)")
-    p.add_argument("--beta", default="0.15", help="global directions: beta or 'auto' (default 0.15)")
+    p.add_argument("--alpha", type=float, default=2.0, help="global directions: alpha (default 2)")
+    p.add_argument("--beta", default="0.2", help="global directions: beta or 'auto' (default 0.2)")
     p.add_argument("--strength", type=float, default=0.1, help="mapper step (default 0.1)")
     p.add_argument("--bound", type=float, default=0.2, help="largest change of the other attributes (0.2)")
     p.add_argument("--json", type=Path, default=None, help="write the full report (per face) as JSON")
+    p.add_argument(
+        "--check-all-attributes",
+        action="store_true",
+        help="also check the attributes the demo generator does not draw (smile, lipstick, eye colour/size, "
+        "nose size)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
@@ -1057,8 +1096,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         alpha=args.alpha,
         beta=beta,
         strength=args.strength,
-        optimization=OptimizationSettings(steps=args.steps, id_lambda=args.id_lambda, preview_every=0),
+        optimization=OptimizationSettings(
+            steps=args.steps, id_lambda=args.id_lambda, l2_lambda=args.l2_lambda, lr=args.lr, preview_every=0
+        ),
         compare_id_lambda=not args.no_id_compare,
+        unreadable=() if args.check_all_attributes else UNREADABLE_DEMO,
     )
 
 

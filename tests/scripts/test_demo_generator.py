@@ -45,7 +45,10 @@ GENERATOR = ROOT / "demo_models" / "stylegan2-demo.pt"
 ENCODER = ROOT / "demo_models" / "e4e_demo_encode.pt"
 # a little below what the shipped files measure (see demo_models/README.md), so a regression fails
 GENERATOR_PSNR_BOUND = 24.5  # measured: 26.3 dB on 64 held-out z (p10 24.6); seeds 0-5 in the test
-INVERSION_PSNR_BOUND = 22.0  # the issue's target; no encoder shipped yet
+INVERSION_PSNR_BOUND = 24.0  # measured: 26.1 dB on 64 renderer-prior faces (the issue asks for 22)
+# attributes the shipped generator draws well enough for the oracle to read them (demo_models/README.md:
+# mouths, lipstick, eye colour / size and nose size are not drawn yet)
+DRAWN_ATTRIBUTES = ("hair_colour", "hair_style", "glasses", "beard", "skin_tone", "background_hue")
 
 # The demo encoder needs narrow map2style heads: with 512-channel head convs even a 32 px e4e holds
 # ~32 M parameters. Until models/e4e.py takes head_width (proposed, see demo_models/README.md) and
@@ -134,6 +137,16 @@ def test_rendered_faces_invert_through_the_editor(generator, encoder):
     # a face is reconstructed better from its own code than from another face's
     other = psnr(recon.roll(1, 0), to_tensor(images))
     assert (values > other + 3.0).all()
+    # the attributes the generator draws survive the inversion, as the oracle reads them
+    from editing.demo.oracle import attribute_change, read_attributes
+    from editing.model_sets import demo_oracle
+
+    oracle = demo_oracle()
+    images, params = render_batch(7, 32, 64)  # measured mean change <= 0.06 on 64 faces of this seed
+    recon = editor.render(torch.cat([editor.encode(render_face(p, 64)) for p in params]))
+    before, after = read_attributes(oracle, to_tensor(images)), read_attributes(oracle, recon)
+    for attribute in DRAWN_ATTRIBUTES:
+        assert attribute_change(before, after, attribute).mean() < 0.1, attribute
 
 
 # ------------------------------------------------------------------------------ training code
