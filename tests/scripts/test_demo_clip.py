@@ -89,8 +89,7 @@ def test_shipped_metrics_meet_the_direction_criteria() -> None:
     assert set(directions) == set(DIRECTIONS)
     for key in ("smile", "glasses", "blond_hair", "beard", "purple_hair", "bald"):
         assert directions[key]["cos_mean"] >= 0.5, (key, directions[key])
-        # the target is 0.9; the shipped beard direction lowers the loss for 57 of 64 faces (0.89)
-        assert directions[key]["loss_drop_rate"] >= 0.85, (key, directions[key])
+        assert directions[key]["loss_drop_rate"] >= 0.9, (key, directions[key])  # shipped: >= 0.95
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -155,7 +154,7 @@ def test_right_caption_beats_a_wrong_attribute_caption(encoder: ClipEncoder) -> 
         t = encoder.encode_text([text])[0]
         right += int((with_it @ t > without @ t).sum())
         wrong += 6
-    assert right / wrong >= 0.7, (right, wrong)  # the shipped folder: 21 / 28 (hair colour ranks weakest)
+    assert right / wrong >= 0.85, (right, wrong)
 
 
 @pytest.mark.parametrize("key", ["smile", "glasses", "blond_hair", "beard", "purple_hair", "bald"])
