@@ -73,9 +73,12 @@ def demo_oracle(folder: Path | None = None) -> AttributeOracle:
 
 
 def demo_mappers(folder: Path | None = None) -> dict[str, Path]:
-    """The demo mappers by name (``demo_models/mappers/<name>.pt``)."""
+    """The demo mappers by name (``demo_models/mappers/<name>.pt``; ``train-mapper``'s ``*.state.pt``
+    training states are not mappers)."""
     d = (folder or DEMO_DIR) / "mappers"
-    return {p.stem: p for p in sorted(d.glob("*.pt"))} if d.is_dir() else {}
+    if not d.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(d.glob("*.pt")) if not p.name.endswith(".state.pt")}
 
 
 def describe_model_set(name: str, size: int) -> str:

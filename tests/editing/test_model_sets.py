@@ -92,3 +92,13 @@ def test_neither_set_names_the_real_files_first(tmp_path):
     assert first.startswith("Missing model files: stylegan2-ffhq-config-f.pt") and "demo" in first
     assert {m.name for m in e.value.missing} >= {"stylegan2-ffhq", "stylegan2-demo"}
     assert "stylegan2-demo.pt" in str(e.value)  # the demo set's missing files are listed after
+
+
+def test_demo_mappers_ignore_training_states(tmp_path):
+    from editing.model_sets import demo_mappers
+
+    (tmp_path / "mappers").mkdir()
+    for name in ("bald.pt", "bald.state.pt", "notes.txt"):
+        (tmp_path / "mappers" / name).write_bytes(b"")
+    assert demo_mappers(tmp_path) == {"bald": tmp_path / "mappers" / "bald.pt"}
+    assert demo_mappers(tmp_path / "nowhere") == {}
