@@ -42,7 +42,7 @@ rm -f demo_models/G0.pt demo_models/G0.json $E.1.* $E.2.* $E.3.* $E.4.*
 # 5. S statistics and channel relevance (global directions), then three mappers on the W+ level where
 #    the attribute lives in this generator (hair colour: medium rows 4-7; bald: coarse rows 0-3)
 rm -rf precomputed/demo
-python -m editing precompute --models demo --out precomputed/demo --n-images 10 --batch 64
+python -m editing precompute --models demo --out precomputed/demo --n-images 30 --batch 64
 m() {
     OMP_NUM_THREADS=1 python -m editing train-mapper --models demo --out "demo_models/mappers/$1.pt" \
         --prompt "$2" $3 --steps 500 --batch-size 8 --loss-size full --half --seed 0 \
@@ -52,6 +52,10 @@ mkdir -p demo_models/mappers
 m purple_hair "purple hair" "--no-coarse --no-fine"
 m blond_hair "blond hair" "--no-coarse --no-fine"
 m bald "bald" "--no-medium --no-fine"
+for name in purple_hair blond_hair; do  # the hair colours move little after 500 steps: go on to 2000
+    OMP_NUM_THREADS=1 python -m editing train-mapper --models demo --out "demo_models/mappers/$name.pt" \
+        --resume "/tmp/$name.state.pt" --steps 2000 --half --state "/tmp/$name.state.pt"
+done
 
 # 6. README figures and the evaluation
 python -m scripts.demo.figures --out docs/demo
