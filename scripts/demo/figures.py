@@ -4,7 +4,7 @@
 
 Writes ``faces.png`` (seeded faces of the demo generator, ψ 0.7) and ``edits.png`` (rows: a seeded
 face, then its global-direction, latent-mapper and latent-optimisation edits for the same prompts,
-with the settings of the demo evaluation: α 2, β 0.2; optimisation lr 0.05, λ_L2 0.3, λ_ID 0.1).
+with the settings of the demo evaluation: α 1.5, β 0.2; optimisation lr 0.05, λ_L2 0.3, λ_ID 0.1).
 Everything goes through ``FaceEditor`` on ``--models demo``; images are upscaled 3× with
 nearest-neighbour so the 64-px pixels stay visible.
 """
@@ -55,7 +55,7 @@ def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
     rows = []
     for label, prompt, mapper in EDITS:
         g = editor.edit_global(
-            latent, GlobalSettings(target=prompt, neutral="a face", alpha=2.0, beta=0.2), metrics=False
+            latent, GlobalSettings(target=prompt, neutral="a face", alpha=1.5, beta=0.2), metrics=False
         )
         m = (
             to_array(editor.edit_mapper(latent, MapperSettings(mapper), metrics=False).image)
