@@ -114,6 +114,16 @@ def evaluate(
     return {"inversion_psnr_mean": float(v.mean()), "inversion_psnr_p10": float(v.quantile(0.1))}
 
 
+def known_latent_batch(
+    g: Generator, batch: int, z_gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` rendered faces (B, 3, S, S) in [-1, 1] and their latents w = G.mapping(z) (B, 512),
+    for fresh z drawn from ``z_gen``."""
+    z = torch.randn(batch, 512, generator=z_gen)
+    with torch.no_grad():
+        return render_targets(z, g.size), g.mapping(z)
+
+
 def train(
     g: Generator,
     latent_avg: torch.Tensor,
@@ -145,10 +155,7 @@ def train(
         for step in range(1, config.code_steps + 1):
             frac = step / config.code_steps
             opt.param_groups[0]["lr"] = config.lr * (0.55 + 0.45 * math.cos(math.pi * frac))
-            z = torch.randn(config.batch, 512, generator=z_gen)
-            face = render_targets(z, g.size)
-            with torch.no_grad():
-                w = g.mapping(z)
+            face, w = known_latent_batch(g, config.batch, z_gen)
             opt.zero_grad(set_to_none=True)
             loss = (encoder(face) + latent_avg - w[:, None, :]).pow(2).mean()
             loss.backward()
@@ -163,10 +170,7 @@ def train(
     for step in range(1, config.steps + 1):
         frac = max(0.0, (step / config.steps - 0.5) / 0.5)  # cosine decay over the last half
         opt.param_groups[0]["lr"] = config.lr * (0.55 + 0.45 * math.cos(math.pi * frac))
-        z = torch.randn(config.batch, 512, generator=z_gen)
-        face = render_targets(z, g.size)
-        with torch.no_grad():
-            w = g.mapping(z)
+        face, w = known_latent_batch(g, config.batch, z_gen)
         opt.zero_grad(set_to_none=True)
         loss, _ = encoder_loss(encoder, g, latent_avg, face, w, config)
         loss.backward()

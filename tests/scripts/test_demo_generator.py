@@ -248,3 +248,18 @@ def test_encoder_training_steps_lower_the_loss_and_save_loadable(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(face), enc(face))
     assert math.isfinite(losses[-1])
+
+
+def test_encoder_training_runs_the_code_phase_then_the_full_loss():
+    from scripts.demo.train_encoder import train as train_encoder
+
+    g = make_generator(TINY).eval()
+    config = EncoderTrainConfig(
+        input_size=32, widths=(16, 17, 18, 19), units=(1, 1, 1, 1), head_width=8, batch=4,
+        code_steps=4, steps=2,
+    )
+    lines: list[str] = []
+    enc, stats = train_encoder(g, g.mean_latent(64), config, log=lines.append, log_every=1)
+    assert [line.split()[0] for line in lines] == ["code"] * 4 + ["step"] * 2
+    mse = [float(line.split("MSE ")[1].split()[0]) for line in lines[:4]]
+    assert mse[-1] < mse[0] and stats["steps"] == 2 and not enc.training
