@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -158,6 +158,29 @@ def sample_params(rng: np.random.Generator) -> FaceParams:
         nose_size=float(rng.uniform(-1.0, 1.0)),
         background_hue=float(rng.uniform(0.0, 1.0)) % 1.0,
     )
+
+
+def change_attribute(p: FaceParams, attribute: str, rng: np.random.Generator) -> FaceParams:
+    """The same face with one editable attribute set to another, clearly different value.
+
+    Args:
+        p: the face.
+        attribute: hair_colour, hair_style, glasses, lipstick, beard, smile or age.
+        rng: generator (advanced in place).
+    """
+    if attribute in ("hair_colour", "hair_style"):
+        choices = HAIR_COLOURS if attribute == "hair_colour" else HAIR_STYLES
+        others = [c for c in choices if c != getattr(p, attribute)]
+        return replace(p, **{attribute: others[int(rng.integers(len(others)))]})
+    if attribute in ("glasses", "lipstick"):
+        return replace(p, **{attribute: not getattr(p, attribute)})
+    if attribute == "beard":
+        return replace(p, beard=0.0 if p.beard > 0 else float(rng.uniform(0.4, 1.0)))
+    if attribute == "smile":
+        return replace(p, smile=float(rng.uniform(0.5, 1.0) if p.smile < 0.2 else rng.uniform(-1.0, 0.0)))
+    if attribute != "age":
+        raise ValueError(f"attribute must be an editable FaceParams field, got {attribute!r}")
+    return replace(p, age=float(rng.uniform(0.0, 0.2) if p.age > 0.4 else rng.uniform(0.7, 1.0)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,13 +39,17 @@ from editing.demo.oracle import (
 from editing.errors import WeightsCorruptError
 from models.oracle import AttributeOracle, oracle_input
 from scripts.demo.train_oracle import (
+    BLENDED,
     OracleTrainConfig,
+    blend_rows,
     degrade,
     gaussian_blur,
     make_oracle,
     oracle_loss,
+    render_params,
     to_tensor,
     train,
+    training_batch,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +58,7 @@ TEST_SEED = 31_337  # neither the training data (1000 + seed) nor the script's e
 # A little below what the shipped file measures on 512 held-out faces (demo_models/README.md), so a
 # regression fails: accuracy for categorical / binary attributes, MAE (attribute units) otherwise.
 MIN_ACCURACY = {
-    "hair_colour": 0.97,  # measured 0.986 / 1.0
+    "hair_colour": 0.97,  # measured 0.994 / 0.984
     "hair_style": 0.98,  # 1.0
     "glasses": 0.98,  # 1.0
     "lipstick": 0.98,  # 1.0
@@ -222,6 +226,37 @@ def test_loss_prefers_the_truth():
     assert float(good) < 1e-3 < 1.0 < float(bad)
 
 
+def test_blended_faces_and_their_soft_labels():
+    _, params = render_batch(3, 12)
+    img = render_params(params, 32)
+    out, labels = blend_rows(img, params, np.random.default_rng(0), 32)
+    assert out.shape == img.shape and labels.shape == (12, len(VECTOR_DIMS))
+    for a, x, lab, v in zip(params, img, out, labels, strict=True):
+        va = params_to_vector(a)
+        moved = {d.attribute for d, delta in zip(VECTOR_DIMS, v - va, strict=True) if abs(delta) > 1e-9}
+        assert len(moved) == 1 and moved <= set(BLENDED)  # one attribute, part of the way
+        (att,) = moved
+        sl = attribute_slice(att)
+        t = (
+            float(np.abs(v - va)[sl].max())
+            if VECTOR_DIMS[sl][0].kind == "binary"
+            else float(np.abs(v - va)[sl].sum() / 2)
+        )
+        if VECTOR_DIMS[sl][0].kind == "onehot":
+            assert v[sl].sum() == pytest.approx(1.0)  # still a distribution over the classes
+        # the image is the same blend of the face and its variant (read the variant off the label)
+        if VECTOR_DIMS[sl][0].kind == "binary":
+            b = replace(a, **{att: not getattr(a, att)})
+        else:
+            b = replace(a, **{att: VECTOR_DIMS[sl][int(np.argmax(v[sl] - va[sl]))].name.split("=", 1)[1]})
+        torch.testing.assert_close(lab, (1 - t) * x + t * render_params([b], 32)[0], atol=1e-4, rtol=0)
+    # the loss takes soft labels; whole faces keep the usual one-hot loss
+    plain, _ = training_batch(1, replace(TINY, blend_share=0.0))
+    mixed, target = training_batch(1, replace(TINY, blend_share=0.5))
+    assert torch.equal(plain[3:], mixed[3:]) and not torch.equal(plain[:3], mixed[:3])
+    assert float(oracle_loss(torch.zeros_like(target), target, 8.0)) > 0
+
+
 def test_gaussian_blur_and_degrade():
     flat = torch.full((2, 3, 16, 16), 0.3)
     torch.testing.assert_close(gaussian_blur(flat, torch.tensor([0.5, 1.2])), flat)
@@ -292,6 +327,20 @@ def test_shipped_oracle_reads_fresh_renders(oracle, fresh, blur):
     low = {a: round(err[a], 3) for a, bound in MIN_ACCURACY.items() if err[a] < bound}
     high = {a: round(err[a], 3) for a, bound in MAX_MAE.items() if err[a] > bound}
     assert not low and not high, (low, high)
+
+
+def test_shipped_oracle_reads_the_hair_style_of_faces_half_way_to_another_hair_colour(oracle, fresh):
+    # an edit moves a latent part of the way: the oracle must not see another hair style in
+    # in-between hair colours (the first oracle did on 17-22 % of faces blended 25-50 % to purple / blond)
+    img, params = fresh
+    img, params = img[:64], params[:64]
+    before = read_attributes(oracle, img)
+    for colour in ("purple", "blond"):
+        other = render_params([replace(p, hair_colour=colour) for p in params], 64)
+        for t in (0.25, 0.5):
+            after = read_attributes(oracle, (1 - t) * img + t * other)
+            misread = (attribute_change(before, after, "hair_style") > 0.2).float().mean()
+            assert misread <= 0.1, (colour, t, float(misread))  # measured 0-8 %
 
 
 def test_shipped_oracle_reads_other_sizes(oracle, fresh):
