@@ -7,18 +7,25 @@ cd "$(dirname "$0")/../.."
 T="${THREADS:-2}"
 
 # 1. attribute oracle and identity network: trained on renders only
-python -m scripts.demo.train_oracle --out demo_models/oracle.pt --threads "$T"
+# (the second oracle stage adds faces blended part-way to a one-attribute variant, as edits produce)
+python -m scripts.demo.train_oracle --out demo_models/oracle.stage1.pt --threads "$T"
+python -m scripts.demo.train_oracle --init demo_models/oracle.stage1.pt --out demo_models/oracle.pt \
+    --steps 500 --lr 1e-3 --blend-share 0.5 --threads "$T"
+rm -f demo_models/oracle.stage1.pt demo_models/oracle.stage1.json
 python -m scripts.demo.train_identity --out demo_models/model_ir_se_demo.pth --threads "$T"
 
-# 2. generator: constructed mapping, synthesis trained as a decoder in three stages (plain L1; then
-#    extra weight on fine detail; then a squared-error term that draws eyes, mouths and glasses frames)
+# 2. generator: constructed mapping, synthesis trained as a decoder in four stages (plain L1; then
+#    extra weight on fine detail; then a squared-error term that draws eyes, mouths and glasses frames;
+#    then half of each batch part-way through a one-attribute edit, so in-between latents stay faces)
 G=demo_models/stylegan2-demo
 python -m scripts.demo.train_generator --out $G.stage1.pt --steps 7000 --stop-after 4000 --threads 1
 python -m scripts.demo.train_generator --init $G.stage1.pt --out $G.stage2.pt --steps 3000 \
     --stop-after 2000 --detail-lambda 2 --lr 1.5e-3 --threads 1
-python -m scripts.demo.train_generator --init $G.stage2.pt --out $G.pt --steps 3000 \
+python -m scripts.demo.train_generator --init $G.stage2.pt --out $G.stage3.pt --steps 3000 \
     --detail-lambda 2 --l2-lambda 4 --lr 1.5e-3 --threads 1
-rm -f $G.stage1.pt $G.stage1.json $G.stage2.pt $G.stage2.json
+python -m scripts.demo.train_generator --init $G.stage3.pt --out $G.pt --steps 1500 \
+    --detail-lambda 2 --l2-lambda 4 --lr 1e-3 --soft-share 0.5 --threads 2
+rm -f $G.stage1.pt $G.stage1.json $G.stage2.pt $G.stage2.json $G.stage3.pt $G.stage3.json
 
 # 3. CLIP and its caption tokenizer: trained on renders and captions only
 python -m scripts.demo.train_clip --out demo_models/clip-demo --threads "$T"
@@ -45,16 +52,18 @@ rm -rf precomputed/demo
 python -m editing precompute --models demo --out precomputed/demo --n-images 30 --batch 64
 m() {
     OMP_NUM_THREADS=1 python -m editing train-mapper --models demo --out "demo_models/mappers/$1.pt" \
-        --prompt "$2" $3 --steps 500 --batch-size 8 --loss-size full --half --seed 0 \
+        --prompt "$2" $3 --steps "$4" --batch-size 8 --loss-size full --half --seed 0 \
         --state "/tmp/$1.state.pt"
 }
 mkdir -p demo_models/mappers
-m purple_hair "purple hair" "--no-coarse --no-fine"
-m blond_hair "blond hair" "--no-coarse --no-fine"
-m bald "bald" "--no-medium --no-fine"
-for name in purple_hair blond_hair; do  # the hair colours move little after 500 steps: go on to 2000
+m purple_hair "purple hair" "--no-coarse --no-fine" 1200
+m blond_hair "blond hair" "--no-coarse --no-fine" 1200
+m bald "bald" "--no-medium --no-fine" 500
+# the edits are still small after that: go on to twice the steps from the saved training states
+for spec in purple_hair:2400 blond_hair:2400 bald:1000; do
+    name=${spec%%:*}
     OMP_NUM_THREADS=1 python -m editing train-mapper --models demo --out "demo_models/mappers/$name.pt" \
-        --resume "/tmp/$name.state.pt" --steps 2000 --half --state "/tmp/$name.state.pt"
+        --resume "/tmp/$name.state.pt" --steps "${spec##*:}" --half --state "/tmp/$name.r.state.pt"
 done
 
 # 6. README figures and the evaluation

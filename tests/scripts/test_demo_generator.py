@@ -18,7 +18,9 @@ from editing.demo.faces import (
     GLASSES_PRIOR,
     HAIR_COLOUR_PRIOR,
     HAIR_COLOURS,
+    VECTOR_DIMS,
     VECTOR_SIZE,
+    attribute_slice,
     params_to_vector,
     render_batch,
     render_face,
@@ -27,8 +29,10 @@ from editing.editor import FaceEditor, load_encoder, load_generator
 from models.e4e import Encoder4Editing
 from scripts.demo.train_encoder import EncoderTrainConfig, encoder_loss, make_encoder, save_encoder
 from scripts.demo.train_generator import (
+    SOFT_ATTRIBUTES,
     GeneratorTrainConfig,
     attribute_code,
+    code_of,
     construct_mapping,
     fast_synthesis,
     make_generator,
@@ -36,16 +40,19 @@ from scripts.demo.train_generator import (
     psnr,
     render_targets,
     save_generator,
+    soft_batch,
+    train,
     train_step,
     z_to_params,
+    zero_unused_style_inputs,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "demo_models" / "stylegan2-demo.pt"
 ENCODER = ROOT / "demo_models" / "e4e_demo_encode.pt"
 # a little below what the shipped files measure (see demo_models/README.md), so a regression fails
-GENERATOR_PSNR_BOUND = 24.5  # measured: 26.3 dB on 64 held-out z (p10 24.6); seeds 0-5 in the test
-INVERSION_PSNR_BOUND = 24.0  # measured: 26.1 dB on 64 renderer-prior faces (the issue asks for 22)
+GENERATOR_PSNR_BOUND = 24.5  # measured: 26.6 dB on 64 held-out z (p10 25.0); seeds 0-5 in the test
+INVERSION_PSNR_BOUND = 24.0  # measured: 26.6 dB on 64 renderer-prior faces (the issue asks for 22)
 # attributes the shipped generator draws well enough for the oracle to read them (demo_models/README.md:
 # mouths, lipstick, eye colour / size and nose size are not drawn yet)
 DRAWN_ATTRIBUTES = ("hair_colour", "hair_style", "glasses", "beard", "skin_tone", "background_hue")
@@ -92,6 +99,23 @@ def test_shipped_generator_loads_strictly(generator):
     assert w_avg.shape == (1, 512) and torch.isfinite(w_avg).all()
     assert all(v.dtype == torch.float32 for v in g.state_dict().values())
     assert GENERATOR.stat().st_size < 12 * 2**20
+
+
+def _unused_style_weights(g) -> list[torch.Tensor]:
+    return [
+        g.get_submodule(layer.module).conv.modulation.weight[:, VECTOR_SIZE:] for layer in g.style_layers()
+    ]
+
+
+def test_shipped_generator_ignores_the_w_dimensions_the_mapping_never_outputs(generator):
+    g, _ = generator
+    assert all(bool((w == 0).all()) for w in _unused_style_weights(g))
+    # so the gradient of any image loss with respect to W+ lies in the attribute-code dimensions
+    w = g.mapping(torch.randn(2, 512, generator=torch.Generator().manual_seed(5)))
+    w_plus = w.detach()[:, None].repeat(1, g.n_latent, 1).requires_grad_(True)
+    g.synthesis(w_plus).square().mean().backward()
+    assert w_plus.grad[..., VECTOR_SIZE:].abs().max() == 0
+    assert w_plus.grad[..., :VECTOR_SIZE].abs().max() > 0
 
 
 @needs_encoder
@@ -192,6 +216,56 @@ def test_constructed_mapping_outputs_the_attribute_code(n_mlp):
         make_generator(replace(TINY, n_mlp=1))
 
 
+def test_unused_style_inputs_are_zero_from_the_start_and_after_loading_an_older_file():
+    g = make_generator(TINY)
+    assert all(bool((w == 0).all()) for w in _unused_style_weights(g))
+    assert all(
+        bool((w[:, :VECTOR_SIZE] != 0).any())
+        for w in (g.get_submodule(layer.module).conv.modulation.weight for layer in g.style_layers())
+    )
+    # a state dict written before the columns were zeroed (random there) is zeroed by train(init=...)
+    old = {k: v.clone() for k, v in g.state_dict().items()}
+    for k in old:
+        if k.endswith("modulation.weight"):
+            old[k][:, VECTOR_SIZE:] = torch.randn_like(old[k][:, VECTOR_SIZE:])
+    trained, _ = train(replace(TINY, steps=1), init=old, log=lambda _: None)
+    assert all(bool((w == 0).all()) for w in _unused_style_weights(trained))
+    assert zero_unused_style_inputs(trained) == 512 - VECTOR_SIZE
+
+
+def test_soft_batch_is_a_face_part_way_through_one_attribute_edit():
+    z = torch.randn(24, 512, generator=torch.Generator().manual_seed(7))
+    w, target = soft_batch(z, np.random.default_rng(0), 32)
+    assert w.shape == (24, 512) and target.shape == (24, 3, 32, 32)
+    assert (w[:, VECTOR_SIZE:] == 0).all() and target.abs().max() <= 1.0
+    seen = set()
+    for row, w_i, img in zip(z, w, target, strict=True):
+        a = z_to_params(row.double().numpy())
+        moved = [
+            att for att in SOFT_ATTRIBUTES if (w_i - code_of(a))[attribute_slice(att)].abs().max() > 1e-6
+        ]
+        assert len(moved) == 1  # exactly one attribute's code moved, nothing else
+        (att,) = moved
+        seen.add(att)
+        d = (w_i - code_of(a))[attribute_slice(att)]
+        if att in ("beard", "smile", "age"):  # continuous: rendered at the in-between value
+            lo, hi = VECTOR_DIMS[attribute_slice(att)][0].low, VECTOR_DIMS[attribute_slice(att)][0].high
+            mid = lo + (hi - lo) * float(w_i[attribute_slice(att)][0]) / 2.0
+            ref = to_tensor(np.asarray(render_face(replace(a, **{att: mid}), 32))[None])[0]
+        else:  # categorical / binary: the blend of both renders, t read off the code
+            t = float(d.abs().max()) / 2.0
+            if att in ("glasses", "lipstick"):
+                b = replace(a, **{att: not getattr(a, att)})
+            else:
+                names = [dim.name.split("=", 1)[1] for dim in VECTOR_DIMS[attribute_slice(att)]]
+                b = replace(a, **{att: names[int(d.argmax())]})
+            img_a = to_tensor(np.asarray(render_face(a, 32))[None])[0]
+            img_b = to_tensor(np.asarray(render_face(b, 32))[None])[0]
+            ref = (1 - t) * img_a + t * img_b
+        torch.testing.assert_close(img, ref, atol=2e-3, rtol=0)
+    assert len(seen) >= 4  # the edits are spread over the attributes
+
+
 def test_fast_synthesis_is_the_generator_synthesis():
     torch.manual_seed(0)
     g = make_generator(TINY)
@@ -255,8 +329,13 @@ def test_encoder_training_runs_the_code_phase_then_the_full_loss():
 
     g = make_generator(TINY).eval()
     config = EncoderTrainConfig(
-        input_size=32, widths=(16, 17, 18, 19), units=(1, 1, 1, 1), head_width=8, batch=4,
-        code_steps=4, steps=2,
+        input_size=32,
+        widths=(16, 17, 18, 19),
+        units=(1, 1, 1, 1),
+        head_width=8,
+        batch=4,
+        code_steps=4,
+        steps=2,
     )
     lines: list[str] = []
     enc, stats = train_encoder(g, g.mean_latent(64), config, log=lines.append, log_every=1)
