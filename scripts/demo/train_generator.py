@@ -156,13 +156,20 @@ _CODE_LOW = np.array([d.low for d in VECTOR_DIMS])
 _CODE_HIGH = np.array([d.high for d in VECTOR_DIMS])
 
 
+def code_of(p: FaceParams, style_dim: int = 512) -> torch.Tensor:
+    """A face's attribute code as a w (style_dim,) float32: what G.mapping outputs for it."""
+    code = 2.0 * (params_to_vector(p) - _CODE_LOW) / (_CODE_HIGH - _CODE_LOW)
+    w = torch.zeros(style_dim)
+    w[:VECTOR_SIZE] = torch.from_numpy(code).float()
+    return w
+
+
 def attribute_code(z: torch.Tensor) -> torch.Tensor:
     """(B, 512) latents -> (B, VECTOR_SIZE) float32: ``params_to_vector`` of their faces, each
     dimension rescaled from its range to [0, 2] (non-negative, where the mapping's final leaky ReLU
     has its full slope). The first VECTOR_SIZE dimensions of w are trained
     towards it, so that W holds every attribute along its own axis (smooth, linear edits)."""
-    v = np.stack([params_to_vector(z_to_params(row)) for row in z.double().numpy()])
-    return torch.from_numpy(2.0 * (v - _CODE_LOW) / (_CODE_HIGH - _CODE_LOW)).float()
+    return torch.stack([code_of(z_to_params(row), VECTOR_SIZE) for row in z.double().numpy()])
 
 
 def render_targets(z: torch.Tensor, size: int) -> torch.Tensor:
@@ -373,14 +380,6 @@ SOFT_ATTRIBUTES = ("hair_colour", "hair_style", "glasses", "beard", "smile", "li
 _SOFT_RENDERED = ("beard", "smile", "age")
 
 
-def code_of(p: FaceParams, style_dim: int = 512) -> torch.Tensor:
-    """A face's attribute code as a w (style_dim,) float32: what G.mapping outputs for it."""
-    code = 2.0 * (params_to_vector(p) - _CODE_LOW) / (_CODE_HIGH - _CODE_LOW)
-    w = torch.zeros(style_dim)
-    w[:VECTOR_SIZE] = torch.from_numpy(code).float()
-    return w
-
-
 def soft_batch(
     z: torch.Tensor, rng: np.random.Generator, size: int, style_dim: int = 512
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,9 +388,9 @@ def soft_batch(
     Each z's face A gets one attribute of SOFT_ATTRIBUTES changed (face B) and a fraction t ~ U(0, 1):
     w = (1 - t) code(A) + t code(B) and the target is A rendered with the in-between value (beard,
     smile, age) or (1 - t) render(A) + t render(B) (hair colour / style, glasses, lipstick). Without
-    these the generator only ever saw the corners of the one-hot codes: half-way to purple hair the
-    oracle read another hair *style* on 25-28 % of faces (on 0-5 % at the corner), and every edit
-    method, which moves a latent part of the way, paid for it.
+    these the generator only ever saw the corners of the one-hot codes, while every edit method moves a
+    latent part of the way: 75-100 % of the way to glasses, the oracle's age reading jumped on 25-28 %
+    of faces (0-8 % after this stage; demo_models/README.md).
 
     Returns:
         w (B, style_dim) and targets (B, 3, size, size) in [-1, 1].
