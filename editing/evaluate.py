@@ -1055,15 +1055,34 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         default=",".join(x.name for x in PROMPTS),
         help="comma-separated prompt names (default: all)",
     )
-    p.add_argument("--steps", type=int, default=40, help="optimisation steps (default 40)")
-    p.add_argument("--id-lambda", type=float, default=0.1, help="optimisation λ_ID (default 0.1)")
-    p.add_argument("--l2-lambda", type=float, default=0.03, help="optimisation λ_L2 (default 0.03)")
-    p.add_argument("--lr", type=float, default=0.3, help="optimisation learning rate (default 0.3)")
+    d, opt = EvalConfig(), EvalConfig().optimization  # one source for the defaults shown in --help
+    p.add_argument("--steps", type=int, default=opt.steps, help=f"optimisation steps (default {opt.steps})")
+    p.add_argument(
+        "--id-lambda",
+        type=float,
+        default=opt.id_lambda,
+        help=f"optimisation λ_ID (default {opt.id_lambda:g})",
+    )
+    p.add_argument(
+        "--l2-lambda",
+        type=float,
+        default=opt.l2_lambda,
+        help=f"optimisation λ_L2 (default {opt.l2_lambda:g})",
+    )
+    p.add_argument(
+        "--lr", type=float, default=opt.lr, help=f"optimisation learning rate (default {opt.lr:g})"
+    )
     p.add_argument("--no-id-compare", action="store_true", help="skip the λ_ID = 0 optimisation runs")
-    p.add_argument("--alpha", type=float, default=1.5, help="global directions: alpha (default 1.5)")
-    p.add_argument("--beta", default="0.2", help="global directions: beta or 'auto' (default 0.2)")
-    p.add_argument("--strength", type=float, default=0.1, help="mapper step (default 0.1)")
-    p.add_argument("--bound", type=float, default=0.2, help="largest change of the other attributes (0.2)")
+    p.add_argument(
+        "--alpha", type=float, default=d.alpha, help=f"global directions: alpha (default {d.alpha:g})"
+    )
+    p.add_argument(
+        "--beta", default=f"{d.beta:g}", help=f"global directions: beta or 'auto' (default {d.beta:g})"
+    )
+    p.add_argument("--strength", type=float, default=d.strength, help=f"mapper step (default {d.strength:g})")
+    p.add_argument(
+        "--bound", type=float, default=d.bound, help=f"largest change of the other attributes ({d.bound:g})"
+    )
     p.add_argument("--json", type=Path, default=None, help="write the full report (per face) as JSON")
     p.add_argument(
         "--check-all-attributes",

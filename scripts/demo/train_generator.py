@@ -50,6 +50,7 @@ from editing.demo.faces import (
     VECTOR_DIMS,
     VECTOR_SIZE,
     FaceParams,
+    attribute_slice,
     change_attribute,
     params_to_vector,
     render_face,
@@ -377,7 +378,7 @@ def fast_synthesis(g: Generator, w: torch.Tensor) -> torch.Tensor:
 # Editable attributes soft_batch moves part of the way; continuous ones are rendered at the in-between
 # value, the others (a face has glasses or not, one hair style) are drawn as the blend of both renders.
 SOFT_ATTRIBUTES = ("hair_colour", "hair_style", "glasses", "beard", "smile", "lipstick", "age")
-_SOFT_RENDERED = ("beard", "smile", "age")
+_SOFT_RENDERED = tuple(a for a in SOFT_ATTRIBUTES if VECTOR_DIMS[attribute_slice(a)][0].kind == "continuous")
 
 
 def soft_batch(
@@ -491,12 +492,13 @@ def train(
         for group, lr in zip(opt.param_groups, base_lrs, strict=True):
             group["lr"] = lr * (0.55 + 0.45 * math.cos(math.pi * frac)) if frac > 0 else lr
         z = torch.randn(config.batch, g.style_dim, generator=z_gen)
-        target = render_targets(z, config.size)
         with torch.no_grad():
             w = g.mapping(z)
         n_soft = round(config.batch * config.soft_share)
+        target = render_targets(z[n_soft:], config.size)  # the first n_soft faces are soft_batch's
         if n_soft:
-            w[:n_soft], target[:n_soft] = soft_batch(z[:n_soft], soft_rng, config.size, g.style_dim)
+            w_soft, target_soft = soft_batch(z[:n_soft], soft_rng, config.size, g.style_dim)
+            w, target = torch.cat([w_soft, w[n_soft:]]), torch.cat([target_soft, target])
         loss = train_step(g, opt, z, target, config.grad_lambda, config.detail_lambda, config.l2_lambda, w=w)
         running = loss if running is None else 0.98 * running + 0.02 * loss
         elapsed = time.perf_counter() - start
