@@ -13,7 +13,8 @@ Counting (also printed with the table):
 
 - Faces: for each prompt, the first ``faces`` seeds from ``seed`` on whose face the oracle does not
   already show the target (its level, :func:`target_level`, is below the prompt's ``max_start``;
-  e.g. "glasses" skips faces that already wear glasses). The same seeds serve every method.
+  e.g. "glasses" skips faces that already wear glasses) and on which it can show (``unless``: hair
+  colour prompts skip bald faces). The same seeds serve every method.
 - A method x prompt **cell** scores the share of its faces with a successful edit. A cell that cannot
   run (no mapper file for the prompt, a missing model part) is shown with the reason and not counted.
 - A **method's** success is the mean over its evaluated cells; **overall success** is the mean over all
@@ -92,6 +93,9 @@ class PromptSpec:
     max_start: float = 0.5  # faces whose target level is already >= this are not used
     exempt: tuple[str, ...] = ()  # attributes not checked: undefined after this edit
     mappers: tuple[str, ...] = ()  # mapper names tried in order (default: (name,))
+    # faces on which the target cannot show are not used: (attribute, class) pairs the oracle reads
+    # with probability >= 0.5, e.g. ("hair_style", "bald") for a hair colour
+    unless: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -116,6 +120,15 @@ class PromptSpec:
             raise ValueError(f"exempt names unknown attributes: {unknown}")
         if not self.mappers:
             object.__setattr__(self, "mappers", (self.name,))
+        for attribute, cls in self.unless:
+            if (
+                attribute not in ATTRIBUTES
+                or _kind(attribute) != "onehot"
+                or cls not in class_names(attribute)
+            ):
+                raise ValueError(
+                    f"unless must name (categorical attribute, class) pairs, got {(attribute, cls)!r}"
+                )
 
     @property
     def label(self) -> str:
@@ -137,16 +150,25 @@ PROMPTS: tuple[PromptSpec, ...] = (
         "smile", "a smiling face", "smile", min_shift=0.1, max_start=0.65, mappers=("smile", "smiling")
     ),
     PromptSpec("glasses", "a face with glasses", "glasses"),
+    # a bald head shows its hair colour only in the eyebrows (the oracle reads purple there on 0 of 5
+    # bald faces given the purple code, 15 of 15 others): hair colour prompts use faces with hair
     PromptSpec(
         "blond_hair",
         "a face with blond hair",
         "hair_colour",
         towards="blond",
         mappers=("blond_hair", "blonde_hair"),
+        unless=(("hair_style", "bald"),),
     ),
     # beard in [0, 1]; 0.3 is a chin beard with moustache; the oracle's MAE is 0.024
     PromptSpec("beard", "a face with a beard", "beard", min_shift=0.15, max_start=0.15),
-    PromptSpec("purple_hair", "a face with purple hair", "hair_colour", towards="purple"),
+    PromptSpec(
+        "purple_hair",
+        "a face with purple hair",
+        "hair_colour",
+        towards="purple",
+        unless=(("hair_style", "bald"),),
+    ),
     # without hair the hair colour shows only in the eyebrows: not checked
     PromptSpec(
         "no_hair",
@@ -259,8 +281,12 @@ def target_level(readout: Readout, spec: PromptSpec) -> torch.Tensor:
 
 
 def usable_faces(readout: Readout, spec: PromptSpec) -> torch.Tensor:
-    """(B,) bool: faces that do not show the target yet (level < ``max_start``)."""
-    return target_level(readout, spec) < spec.max_start
+    """(B,) bool: faces that do not show the target yet (level < ``max_start``) and on which it can
+    show (no class of ``unless`` read with probability >= 0.5)."""
+    ok = target_level(readout, spec) < spec.max_start
+    for attribute, cls in spec.unless:
+        ok &= readout[attribute][:, class_names(attribute).index(cls)] < 0.5
+    return ok
 
 
 def judge_edit(

@@ -120,10 +120,12 @@ def load_editor(
 
     Args:
         models: "auto", "ffhq" or "demo".
-        weights: folder with the official FFHQ files (``--weights``).
+        weights: folder with the official FFHQ files (``--weights``); with ``models="demo"`` the demo
+            folder (files named as in ``demo_models/``).
         offline: never download (None follows ``HF_HUB_OFFLINE``).
         components: what to load (see ``FaceEditor.from_weights``).
-        s_stats: a precompute folder for global directions (FFHQ; the demo set has its own).
+        s_stats: a precompute folder for global directions (default for the demo set:
+            ``precomputed/demo``).
         mappers: extra local mappers by name.
         log: receives one line saying which set runs and, for ``auto``, why.
         demo_dir, demo_precomputed: where the demo set lives (tests point these elsewhere).
@@ -153,6 +155,9 @@ def load_editor(
             if models == "ffhq":
                 raise
             ffhq_error = exc
+    if models == "demo":  # --weights / --s-stats name the demo set's folders then
+        demo_dir = demo_dir or (Path(weights) if weights is not None else None)
+        demo_precomputed = demo_precomputed or (Path(s_stats) if s_stats is not None else None)
     demo_dir = demo_dir or DEMO_DIR
     demo_pre = demo_precomputed or DEMO_PRECOMPUTED
     try:

@@ -621,11 +621,32 @@ def train(
 
 
 def save_folder(
-    model, vocab: dict[str, int], merges: list[tuple[str, str]], folder: Path, context: int
+    model,
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    folder: Path,
+    context: int,
+    half: bool = False,
 ) -> None:
-    """Writes the model and tokenizer files into ``folder`` (openai/clip-vit-base-patch32 layout)."""
+    """Writes the model and tokenizer files into ``folder`` (openai/clip-vit-base-patch32 layout).
+
+    With ``half`` the weights are stored as float16 (half the size) while config.json keeps
+    ``"dtype": "float32"``, so ``from_pretrained`` still builds a float32 model (the stored values
+    cast up; embeddings agree with the float32 folder's to cos 0.9999999).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    if half:
+        import copy
+
+        copy.deepcopy(model).half().save_pretrained(folder, safe_serialization=True)
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text())
+        for key in ("dtype", "torch_dtype"):
+            if key in config:
+                config[key] = "float32"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
     write_tokenizer(folder, vocab, merges, context)
 
 
@@ -824,11 +845,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=ClipTrainConfig.steps, help="optimisation steps")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and data seed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (loads as float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = ClipTrainConfig(steps=args.steps, seed=args.seed)
     model, vocab, merges, stats = train(config, log=lambda s: print(s, flush=True))
-    save_folder(model, vocab, merges, args.out, config.context_length)
+    save_folder(model, vocab, merges, args.out, config.context_length, half=args.half)
     encoder = ClipEncoder.from_folder(args.out)
     metrics = evaluate(encoder)
     size = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())

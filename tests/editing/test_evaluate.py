@@ -25,6 +25,7 @@ from editing.evaluate import (
     EvalConfig,
     EvalReport,
     InversionCheck,
+    PromptSpec,
     format_report,
     judge_edit,
     method_success,
@@ -136,6 +137,17 @@ def test_faces_that_already_show_the_target_are_not_used():
     assert usable_faces(r, prompt_by_name("glasses")).tolist() == [True, True, False, False]
     beard = readout(3, beard=torch.tensor([0.0, 0.14, 0.3]))
     assert usable_faces(beard, prompt_by_name("beard")).tolist() == [True, True, False]
+    # hair colour cannot show on a bald head: those faces are not used for hair colour prompts
+    styles = torch.tensor(
+        [[1.0, 0, 0, 0, 0], [0, 0, 0.6, 0.4, 0], [0, 0, 0.4, 0.6, 0]]
+    )  # short, bald, mohawk
+    hair = readout(3, hair_style=styles)
+    assert prompt_by_name("purple_hair").unless == (("hair_style", "bald"),)
+    for name in ("purple_hair", "blond_hair"):
+        assert usable_faces(hair, prompt_by_name(name)).tolist() == [True, False, True]
+    assert usable_faces(hair, prompt_by_name("glasses")).tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="unless"):
+        PromptSpec("x", "a face with x", "glasses", unless=(("hair_style", "purple"),))
     picked = select_seeds(
         {"a": [False, True, True, True], "b": [True, False, False, False]}, [7, 8, 9, 10], 2
     )

@@ -102,3 +102,37 @@ def test_demo_mappers_ignore_training_states(tmp_path):
         (tmp_path / "mappers" / name).write_bytes(b"")
     assert demo_mappers(tmp_path) == {"bald": tmp_path / "mappers" / "bald.pt"}
     assert demo_mappers(tmp_path / "nowhere") == {}
+
+
+def test_demo_set_from_weights_and_s_stats_folders(demo, tmp_path):
+    """With --models demo, --weights and --s-stats name the demo folders (precompute and train-mapper
+    on a rebuilt set, before it replaces demo_models/); they used to be ignored silently."""
+    d, pre = demo
+    copy, copy_pre = tmp_path / "rebuilt", tmp_path / "rebuilt_pre"
+    shutil.copytree(d, copy)
+    shutil.copytree(pre, copy_pre)
+    (copy / "mappers" / "smile.pt").rename(copy / "mappers" / "frown.pt")  # tells the folders apart
+    logs: list[str] = []
+    ed = load_editor(
+        "demo",
+        weights=copy,
+        s_stats=copy_pre,
+        offline=True,
+        components=("generator", "clip", "global"),
+        device="cpu",
+        precision="fp32",
+        log=logs.append,
+    )
+    assert ed.mapper_names() == ["frown"] and "rebuilt/" in logs[0] and ed.global_data is not None
+    (copy_pre / "fs3.npy").unlink()  # the copy's precompute folder is the one read
+    with pytest.raises(Exception, match="fs3"):
+        load_editor(
+            "demo",
+            weights=copy,
+            s_stats=copy_pre,
+            offline=True,
+            components=("generator", "clip", "global"),
+            device="cpu",
+            precision="fp32",
+            log=lambda _: None,
+        )

@@ -237,3 +237,11 @@ def test_training_steps_on_a_tiny_config_are_deterministic_and_load(tmp_path: Pa
     enc = ClipEncoder.from_folder(tmp_path / "clip")
     assert enc.encode_text(["face with glasses"]).shape == (1, TINY.projection_dim)
     assert enc.encode_image(img[:2]).shape == (2, TINY.projection_dim)
+    # float16 storage: half the bytes, still a float32 model, the same embeddings
+    save_folder(model, vocab, merges, tmp_path / "half", TINY.context_length, half=True)
+    size = {k: (tmp_path / k / "model.safetensors").stat().st_size for k in ("clip", "half")}
+    assert size["half"] < 0.6 * size["clip"]
+    enc_half = ClipEncoder.from_folder(tmp_path / "half")
+    assert next(enc_half.parameters()).dtype == torch.float32
+    assert next(model.parameters()).dtype == torch.float32  # the trained model itself is untouched
+    torch.testing.assert_close(enc_half.encode_image(img[:2]), enc.encode_image(img[:2]), atol=2e-3, rtol=0)
