@@ -221,7 +221,8 @@ class EvalConfig:
     # demo generator ignores the w dimensions its mapping never outputs, W+ moves only along the
     # 26-dimensional attribute code and needs larger steps: lr 0.05 / λ_L2 0.3 no longer moved any face
     # (3 % success), lr 0.3 / λ_L2 0.03 gave 22 %, lr 0.5 / λ_L2 0.05 12 % (20 faces, demo_models/README.md)
-    alpha: float = 1.5  # global directions: strength (1.5 vs 2: 31 vs 24 % on seeds 0+, 41 vs 32 % on 1000+)
+    # global directions: strength (stage-6 generator: 52 % vs 32 % at 1.5 on seeds 0+, 65 vs 35 % on 1000+)
+    alpha: float = 2.5
     beta: float | None = 0.2  # global directions: threshold; None = auto-β
     strength: float = 0.1  # mapper: step, w + strength * M(w)
     optimization: OptimizationSettings = field(

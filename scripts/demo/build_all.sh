@@ -16,19 +16,24 @@ python -m scripts.demo.train_identity --out demo_models/model_ir_se_demo.pth --t
 
 # 2. generator: constructed mapping, synthesis trained as a decoder in four stages (plain L1; then
 #    extra weight on fine detail; then a squared-error term that draws eyes, mouths and glasses frames;
-#    then half of each batch part-way through a one-attribute edit, so in-between latents stay faces)
+#    then half of each batch part-way through a one-attribute edit, so in-between latents stay faces;
+#    then one attribute, and finally one code dimension, per S channel: a disentangled StyleSpace)
 G=demo_models/stylegan2-demo
 python -m scripts.demo.train_generator --out $G.stage1.pt --steps 7000 --stop-after 4000 --threads 1
 python -m scripts.demo.train_generator --init $G.stage1.pt --out $G.stage2.pt --steps 3000 \
     --stop-after 2000 --detail-lambda 2 --lr 1.5e-3 --threads 1
 python -m scripts.demo.train_generator --init $G.stage2.pt --out $G.stage3.pt --steps 3000 \
     --detail-lambda 2 --l2-lambda 4 --lr 1.5e-3 --threads 1
-python -m scripts.demo.train_generator --init $G.stage3.pt --out $G.pt --steps 1500 \
+python -m scripts.demo.train_generator --init $G.stage3.pt --out $G.stage4.pt --steps 1500 \
     --detail-lambda 2 --l2-lambda 4 --lr 1e-3 --soft-share 0.5 --threads 2
-rm -f $G.stage1.pt $G.stage1.json $G.stage2.pt $G.stage2.json $G.stage3.pt $G.stage3.json
+python -m scripts.demo.train_generator --init $G.stage4.pt --out $G.stage5.pt --steps 3000 \
+    --detail-lambda 2 --l2-lambda 4 --lr 1.5e-3 --soft-share 0.5 --grouped-styles attribute --threads 2
+python -m scripts.demo.train_generator --init $G.stage5.pt --out $G.pt --steps 2000 \
+    --detail-lambda 2 --l2-lambda 4 --lr 1e-3 --soft-share 0.5 --grouped-styles dimension --threads 2
+for i in 1 2 3 4 5; do rm -f $G.stage$i.pt $G.stage$i.json; done
 
 # 3. CLIP and its caption tokenizer: trained on renders and captions only
-python -m scripts.demo.train_clip --out demo_models/clip-demo --threads "$T"
+python -m scripts.demo.train_clip --out demo_models/clip-demo --steps 1500 --half --threads 1
 
 # 4. e4e encoder: W+ regression onto the known latents (only the constructed mapping is needed, so an
 #    untrained generator G0 serves), then the full loss through the final generator
@@ -46,8 +51,8 @@ python -m scripts.demo.train_encoder --generator demo_models/stylegan2-demo.pt -
     --out demo_models/e4e_demo_encode.pt --code-steps 0 --steps 800 --lr 5e-4 --half --threads 1
 rm -f demo_models/G0.pt demo_models/G0.json $E.1.* $E.2.* $E.3.* $E.4.*
 
-# 5. S statistics and channel relevance (global directions), then three mappers on the W+ level where
-#    the attribute lives in this generator (hair colour: medium rows 4-7; bald: coarse rows 0-3)
+# 5. S statistics and channel relevance (global directions), then three mappers on the W+ rows where
+#    the attribute lives in this generator (hair colour: medium + fine rows 4-9; bald: coarse rows 0-3)
 rm -rf precomputed/demo
 python -m editing precompute --models demo --out precomputed/demo --n-images 30 --batch 64
 m() {
@@ -56,15 +61,9 @@ m() {
         --state "/tmp/$1.state.pt"
 }
 mkdir -p demo_models/mappers
-m purple_hair "purple hair" "--no-coarse --no-fine" 1200
-m blond_hair "blond hair" "--no-coarse --no-fine" 1200
-m bald "bald" "--no-medium --no-fine" 500
-# the edits are still small after that: go on to twice the steps from the saved training states
-for spec in purple_hair:2400 blond_hair:2400 bald:1000; do
-    name=${spec%%:*}
-    OMP_NUM_THREADS=1 python -m editing train-mapper --models demo --out "demo_models/mappers/$name.pt" \
-        --resume "/tmp/$name.state.pt" --steps "${spec##*:}" --half --state "/tmp/$name.r.state.pt"
-done
+m purple_hair "purple hair" "--no-coarse" 2400
+m blond_hair "blond hair" "--no-coarse" 2400
+m bald "bald" "--no-medium --no-fine" 1000
 
 # 6. README figures and the evaluation
 python -m scripts.demo.figures --out docs/demo

@@ -4,7 +4,7 @@
 
 Writes ``faces.png`` (seeded faces of the demo generator, ψ 0.7) and ``edits.png`` (rows: a seeded
 face, then its global-direction, latent-mapper and latent-optimisation edits for the same prompts,
-with the settings of the demo evaluation: α 1.5, β 0.2; optimisation lr 0.05, λ_L2 0.3, λ_ID 0.1).
+with the settings of the demo evaluation, read from ``editing.evaluate.EvalConfig``).
 Everything goes through ``FaceEditor`` on ``--models demo``; images are upscaled 3× with
 nearest-neighbour so the 64-px pixels stay visible.
 """
@@ -12,6 +12,7 @@ nearest-neighbour so the 64-px pixels stay visible.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,6 @@ from PIL import Image, ImageDraw
 
 from editing.edits import GlobalSettings, MapperSettings
 from editing.model_sets import load_editor
-from editing.optimization import OptimizationSettings
 
 SCALE = 3
 EDITS = (  # (row label, prompt for global / optimisation, mapper name)
@@ -47,7 +47,10 @@ def face_grid(editor, seeds: range, columns: int) -> Image.Image:
 
 def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
     """Columns: source, global, mapper, optimisation; one row per prompt (blank where no mapper)."""
-    latent = editor.latent(editor.latent_from_seed(seed, truncation=0.7))
+    from editing.evaluate import EvalConfig
+
+    cfg = EvalConfig()
+    latent = editor.latent(editor.latent_from_seed(seed, truncation=cfg.truncation))
     source = to_array(editor.render_latent(latent))
     blank = np.full_like(source, 255)
     mappers = set(editor.mapper_names())
@@ -55,14 +58,16 @@ def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
     rows = []
     for label, prompt, mapper in EDITS:
         g = editor.edit_global(
-            latent, GlobalSettings(target=prompt, neutral="a face", alpha=1.5, beta=0.2), metrics=False
+            latent,
+            GlobalSettings(target=prompt, neutral=cfg.neutral, alpha=cfg.alpha, beta=cfg.beta),
+            metrics=False,
         )
         m = (
             to_array(editor.edit_mapper(latent, MapperSettings(mapper), metrics=False).image)
             if mapper in mappers
             else blank
         )
-        settings = OptimizationSettings(steps=optimise_steps, lr=0.05, l2_lambda=0.3, id_lambda=0.1)
+        settings = dataclasses.replace(cfg.optimization, steps=optimise_steps)
         o = editor.edit_optimize(latent, prompt, settings, metrics=False)
         tiles = [source, to_array(g.image), m, to_array(o.image)]
         row = Image.new("RGB", (label_w + source.shape[1] * 4, source.shape[0]), "white")

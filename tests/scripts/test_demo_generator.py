@@ -32,15 +32,18 @@ from scripts.demo.train_generator import (
     SOFT_ATTRIBUTES,
     GeneratorTrainConfig,
     attribute_code,
+    attribute_groups,
     code_of,
     construct_mapping,
     fast_synthesis,
+    group_style_inputs,
     make_generator,
     make_optimizer,
     psnr,
     render_targets,
     save_generator,
     soft_batch,
+    style_group_assignment,
     train,
     train_step,
     z_to_params,
@@ -51,8 +54,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "demo_models" / "stylegan2-demo.pt"
 ENCODER = ROOT / "demo_models" / "e4e_demo_encode.pt"
 # a little below what the shipped files measure (see demo_models/README.md), so a regression fails
-GENERATOR_PSNR_BOUND = 24.5  # measured: 26.6 dB on 64 held-out z (p10 25.0); seeds 0-5 in the test
-INVERSION_PSNR_BOUND = 24.0  # measured: 26.6 dB on 64 renderer-prior faces (the issue asks for 22)
+GENERATOR_PSNR_BOUND = 24.5  # measured: 26.8 dB on 64 held-out z (p10 25.3); seeds 0-5 in the test
+INVERSION_PSNR_BOUND = 24.0  # measured: 27.0 dB on 64 renderer-prior faces (the issue asks for 22)
 # attributes the shipped generator draws well enough for the oracle to read them (demo_models/README.md:
 # mouths, lipstick, eye colour / size and nose size are not drawn yet)
 DRAWN_ATTRIBUTES = ("hair_colour", "hair_style", "glasses", "beard", "skin_tone", "background_hue")
@@ -116,6 +119,24 @@ def test_shipped_generator_ignores_the_w_dimensions_the_mapping_never_outputs(ge
     g.synthesis(w_plus).square().mean().backward()
     assert w_plus.grad[..., VECTOR_SIZE:].abs().max() == 0
     assert w_plus.grad[..., :VECTOR_SIZE].abs().max() > 0
+
+
+def test_shipped_generator_has_one_code_dimension_per_s_channel(generator):
+    """Stage 6 (--grouped-styles dimension): a disentangled StyleSpace, recorded in the json."""
+    import json
+
+    g, _ = generator
+    report = json.loads(GENERATOR.with_suffix(".json").read_text())["style_groups"]
+    assert report["grouping"] == "dimension" and report["groups"] == [d.name for d in VECTOR_DIMS]
+    for layer in g.style_layers():
+        weight = g.get_submodule(layer.module).conv.modulation.weight
+        reads = (weight != 0).sum(1)  # code dimensions each channel's style depends on
+        if layer.is_torgb:
+            assert (reads == 0).all()
+        else:
+            assert (reads == 1).all()
+            assert (weight != 0).int().argmax(1).tolist() == report["channels"][layer.module]
+            assert len(set(report["channels"][layer.module])) == VECTOR_SIZE  # every dimension reaches it
 
 
 @needs_encoder
@@ -232,6 +253,68 @@ def test_unused_style_inputs_are_zero_from_the_start_and_after_loading_an_older_
     assert stats["steps"] == 2 and math.isfinite(stats["final_loss"])  # half of each batch in between
     assert all(bool((w == 0).all()) for w in _unused_style_weights(trained))
     assert zero_unused_style_inputs(trained) == 512 - VECTOR_SIZE
+
+
+def _style_jacobians(g) -> dict[str, torch.Tensor]:
+    """d style / d w over the attribute code for every style layer: {module: (channels, VECTOR_SIZE)}."""
+    out = {}
+    w = torch.rand(VECTOR_SIZE) * 2
+    for layer in g.style_layers():
+        mod = g.get_submodule(layer.module).conv.modulation
+
+        def style(code, mod=mod):
+            return mod(torch.cat([code, torch.zeros(g.style_dim - VECTOR_SIZE)])[None])[0]
+
+        out[layer.module] = torch.autograd.functional.jacobian(style, w)
+    return out
+
+
+@pytest.mark.parametrize("grouping", ["attribute", "dimension"])
+def test_grouped_styles_give_every_conv_channel_one_group_and_constant_torgb_styles(grouping):
+    groups = attribute_groups(grouping)
+    assert len(groups) == (13 if grouping == "attribute" else VECTOR_SIZE)
+    assert sorted(i for idx in groups.values() for i in idx) == list(range(VECTOR_SIZE))
+    hair = list(range(*attribute_slice("hair_colour").indices(VECTOR_SIZE)))
+    if grouping == "attribute":
+        assert groups["hair_colour"] == hair
+    else:
+        assert [groups[f"hair_colour={c}"] for c in HAIR_COLOURS] == [[i] for i in hair]
+    g = make_generator(replace(TINY, channels={4: 64, 8: 64, 16: 32, 32: 32}))
+    dense = _style_jacobians(g)
+    assignment = style_group_assignment(g, grouping, n_samples=256)
+    assert set(assignment) == {layer.module for layer in g.style_layers() if not layer.is_torgb}
+    for layer in g.style_layers():
+        if not layer.is_torgb:
+            got = Counter(assignment[layer.module])
+            assert len(assignment[layer.module]) == layer.dim and set(got) == set(
+                range(len(groups))
+            )  # all reach
+    group_style_inputs(g, assignment, grouping)
+    index = list(groups.values())
+    for layer in g.style_layers():
+        jac = _style_jacobians(g)[layer.module]
+        if layer.is_torgb:
+            assert (jac == 0).all()  # constant: nothing is drawn through toRGB
+            continue
+        for c, k in enumerate(assignment[layer.module]):
+            own = torch.zeros(VECTOR_SIZE, dtype=torch.bool)
+            own[index[k]] = True
+            assert (jac[c, ~own] == 0).all()  # reads nothing but its own group
+            torch.testing.assert_close(jac[c, own], dense[layer.module][c, own])  # kept as it was
+    with pytest.raises(ValueError, match="grouping"):
+        attribute_groups("channel")
+
+
+def test_grouped_training_keeps_the_masked_style_weights_at_zero():
+    config = replace(TINY, channels={4: 32, 8: 32, 16: 16, 32: 16}, steps=3, grouped_styles="dimension")
+    g, stats = train(replace(config, soft_share=0.5), log=lambda _: None)
+    assignment = stats["style_groups"]
+    before = {k: v.clone() for k, v in g.state_dict().items() if k.endswith("modulation.weight")}
+    group_style_inputs(g, assignment, "dimension")  # nothing left to zero after training
+    for k, v in g.state_dict().items():
+        if k.endswith("modulation.weight"):
+            torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert sum(int((v != 0).sum()) for v in before.values()) > 0
 
 
 def test_soft_batch_is_a_face_part_way_through_one_attribute_edit():
