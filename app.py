@@ -63,12 +63,12 @@ PRESETS: tuple[tuple[str, str, float, float], ...] = (
 )
 # the demo world's attributes, with the texts and α / β that `python -m editing evaluate` measures
 DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
-    ("a face", "a smiling face", 1.5, 0.2),
-    ("a face", "a face with glasses", 1.5, 0.2),
-    ("a face", "a face with blond hair", 1.5, 0.2),
-    ("a face", "a face with a beard", 1.5, 0.2),
-    ("a face", "a face with purple hair", 1.5, 0.2),
-    ("a face", "a face with no hair", 1.5, 0.2),
+    ("a face", "a smiling face", 2.5, 0.2),
+    ("a face", "a face with glasses", 2.5, 0.2),
+    ("a face", "a face with blond hair", 2.5, 0.2),
+    ("a face", "a face with a beard", 2.5, 0.2),
+    ("a face", "a face with purple hair", 2.5, 0.2),
+    ("a face", "a face with no hair", 2.5, 0.2),
 )
 MODES = (("Edit this face", "edit"), ("Free generation (CLIP loss only)", "free_generation"))
 
