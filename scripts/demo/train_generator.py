@@ -347,10 +347,11 @@ def group_style_inputs(g: Generator, assignment: dict[str, list[int]], grouping:
     The demo generator was trained with dense style affines: each S channel mixed three or more
     attributes (the dominant one explained 35-44 % of a channel's variance), so no channel, and no
     thresholded set of channels as global directions picks, changes one attribute alone; even with the
-    attribute oracle in place of CLIP, global directions edited only 31 % of faces cleanly. With one
-    attribute per channel, the S channels are disentangled by construction, as StyleSpace (Wu et al.,
-    CVPR 2021) found the FFHQ generator's to be; toRGB styles (which global directions never move, as
-    upstream) become constants so that no attribute is drawn through them.
+    attribute oracle in place of CLIP, global directions edited only 28 % of faces cleanly (50 % after
+    the dimension grouping; demo_models/README.md). With one group per channel, the S channels are
+    disentangled by construction, as StyleSpace (Wu et al., CVPR 2021) found the FFHQ generator's to
+    be; toRGB styles (which global directions never move, as upstream) become constants so that no
+    attribute is drawn through them.
     """
     groups = list(attribute_groups(grouping).values())
     with torch.no_grad():

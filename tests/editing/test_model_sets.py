@@ -113,26 +113,16 @@ def test_demo_set_from_weights_and_s_stats_folders(demo, tmp_path):
     shutil.copytree(pre, copy_pre)
     (copy / "mappers" / "smile.pt").rename(copy / "mappers" / "frown.pt")  # tells the folders apart
     logs: list[str] = []
-    ed = load_editor(
-        "demo",
+    kwargs = dict(
         weights=copy,
         s_stats=copy_pre,
         offline=True,
         components=("generator", "clip", "global"),
         device="cpu",
         precision="fp32",
-        log=logs.append,
     )
+    ed = load_editor("demo", log=logs.append, **kwargs)
     assert ed.mapper_names() == ["frown"] and "rebuilt/" in logs[0] and ed.global_data is not None
     (copy_pre / "fs3.npy").unlink()  # the copy's precompute folder is the one read
     with pytest.raises(Exception, match="fs3"):
-        load_editor(
-            "demo",
-            weights=copy,
-            s_stats=copy_pre,
-            offline=True,
-            components=("generator", "clip", "global"),
-            device="cpu",
-            precision="fp32",
-            log=lambda _: None,
-        )
+        load_editor("demo", log=lambda _: None, **kwargs)
