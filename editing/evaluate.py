@@ -61,11 +61,11 @@ from editing.optimization import OptimizationSettings
 
 METHODS = ("global", "mapper", "optimize")
 # Attributes the shipped demo generator does not draw well enough for the oracle to read them on its
-# faces (oracle vs the faces' true parameters on 256 generated faces: smile MAE 0.50 on [-1, 1],
-# lipstick 86 % and eye colour 70 % correct — near their priors — eye and nose size not drawn; the
-# drawn ones read at 96-100 % / MAE <= 0.09, demo_models/README.md). Their readout on an edited face is
-# noise, so they are neither required to stay put nor evaluated as targets (``--check-all-attributes``
-# checks them anyway). Re-measure when the generator is retrained.
+# faces (oracle vs the faces' true parameters on 256 generated faces, stage-6 generator: smile MAE 0.47
+# on [-1, 1], lipstick 79 % and eye colour 48 % correct — near their priors — eye and nose size not
+# drawn; the drawn ones read at 95-100 % / MAE <= 0.16, demo_models/README.md). Their readout on an
+# edited face is noise, so they are neither required to stay put nor evaluated as targets
+# (``--check-all-attributes`` checks them anyway). Re-measure when the generator is retrained.
 UNREADABLE_DEMO = ("smile", "lipstick", "eye_colour", "eye_size", "nose_size")
 MAX_FACES = 1000
 SCAN_FACTOR = 10  # seeds looked at per wanted face before a prompt is left with fewer faces

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from editing.edits import GlobalSettings, MapperSettings
+from editing.evaluate import EvalConfig
 from editing.model_sets import load_editor
 
 SCALE = 3
@@ -47,8 +48,6 @@ def face_grid(editor, seeds: range, columns: int) -> Image.Image:
 
 def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
     """Columns: source, global, mapper, optimisation; one row per prompt (blank where no mapper)."""
-    from editing.evaluate import EvalConfig
-
     cfg = EvalConfig()
     latent = editor.latent(editor.latent_from_seed(seed, truncation=cfg.truncation))
     source = to_array(editor.render_latent(latent))
