@@ -62,14 +62,18 @@ PRESETS: tuple[tuple[str, str, float, float], ...] = (
     ("face", "face with beard", 4.0, 0.14),
 )
 # the demo world's attributes, with the texts and α / β that `python -m editing evaluate` measures
+# (only those its generator draws: no smile, which it cannot draw yet)
 DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
-    ("a face", "a smiling face", 2.5, 0.2),
     ("a face", "a face with glasses", 2.5, 0.2),
     ("a face", "a face with blond hair", 2.5, 0.2),
     ("a face", "a face with a beard", 2.5, 0.2),
     ("a face", "a face with purple hair", 2.5, 0.2),
     ("a face", "a face with no hair", 2.5, 0.2),
 )
+# Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID): the StyleCLIP notebook's settings, and in
+# the demo world those `python -m editing evaluate` uses there, with the prompt it edits best (beard)
+OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a smiling face", 40, 0.1, 0.008, 0.005)
+DEMO_OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a face with a beard", 40, 0.3, 0.03, 0.1)
 MODES = (("Edit this face", "edit"), ("Free generation (CLIP loss only)", "free_generation"))
 
 
@@ -196,6 +200,13 @@ def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, fl
     """(neutral, target, α, β) presets of the Global tab: the demo world's attributes on the demo
     set, the StyleCLIP paper's prompts otherwise; the first one fills the inputs at start."""
     return DEMO_PRESETS if editor is not None and editor.name == "demo" else PRESETS
+
+
+def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float]:
+    """(prompt, steps, lr, λ_L2, λ_ID) that fill the Optimisation tab at start (demo set or not)."""
+    return (
+        DEMO_OPTIMISATION_DEFAULTS if editor is not None and editor.name == "demo" else OPTIMISATION_DEFAULTS
+    )
 
 
 def need_session(session: Session | None) -> Session:
@@ -616,6 +627,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
     mapper_sources = editor.mapper_sources() if has else {}
     default_mapper = next(iter(mapper_sources), None)
     presets = global_presets(editor)
+    opt_prompt, opt_steps, opt_lr, opt_l2, opt_id = optimisation_defaults(editor)
     examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
 
     def results(session: Session) -> tuple:
@@ -821,16 +833,16 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                 mapper_levels = gr.JSON(label="Levels (W+ rows each level edits)", elem_id="mapper-info")
                 mapper_btn = gr.Button("Apply mapper", variant="primary", elem_id="mapper-edit")
             with gr.Tab("Optimisation", id="optimize"):
-                prompt = gr.Textbox(label="Prompt", value="a smiling face", elem_id="prompt")
+                prompt = gr.Textbox(label="Prompt", value=opt_prompt, elem_id="prompt")
                 with gr.Row():
-                    steps = gr.Slider(1, 300, value=40, step=1, label="Steps", elem_id="steps")
-                    lr = gr.Slider(0.01, 1.0, value=0.1, step=0.01, label="Learning rate", elem_id="lr")
+                    steps = gr.Slider(1, 300, value=opt_steps, step=1, label="Steps", elem_id="steps")
+                    lr = gr.Slider(0.01, 1.0, value=opt_lr, step=0.01, label="Learning rate", elem_id="lr")
                 with gr.Row():
                     l2_lambda = gr.Slider(
-                        0.0, 0.1, value=0.008, step=0.001, label="λ L2", elem_id="l2-lambda"
+                        0.0, 0.1, value=opt_l2, step=0.001, label="λ L2", elem_id="l2-lambda"
                     )
                     id_lambda = gr.Slider(
-                        0.0, 0.1, value=0.005, step=0.001, label="λ ID", elem_id="id-lambda"
+                        0.0, 0.1, value=opt_id, step=0.001, label="λ ID", elem_id="id-lambda"
                     )
                 with gr.Row():
                     mode = gr.Radio(choices=list(MODES), value="edit", label="Mode", elem_id="mode")

@@ -193,14 +193,16 @@ class AppPage:
         self.wait_idle()
         return self.text("metrics")
 
-    def optimise(self, prompt: str = "a smiling face", steps: int = 3) -> tuple[list[str], list[str]]:
-        """Optimisation tab: ``steps`` steps; returns every status line and preview frame shown.
+    def optimise(self, prompt: str | None = None, steps: int = 3) -> tuple[list[str], list[str]]:
+        """Optimisation tab: ``steps`` steps of ``prompt`` (None: the prompt the tab starts with);
+        returns every status line and preview frame shown.
 
         A MutationObserver records them in the page: steps on small models come faster than
         polling from here could see them.
         """
         self.tab("optimise")
-        self.fill("prompt", prompt)
+        if prompt is not None:
+            self.fill("prompt", prompt)
         self.fill("steps", str(steps))
         self.page.evaluate(_RECORD_PROGRESS)
         self.page.locator("#optimize").click()

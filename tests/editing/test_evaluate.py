@@ -323,7 +323,7 @@ def _evaluate(capsys, d: Path, pre: Path, *extra) -> tuple[int, str, str]:
 
 def test_unreadable_attributes_are_neither_targets_nor_checked(capsys, tmp_path):
     cfg = EvalConfig()
-    assert set(cfg.unreadable) == {"smile", "lipstick", "eye_colour", "eye_size", "nose_size"}
+    assert set(cfg.unreadable) == {"smile", "lipstick", "age", "eye_colour", "eye_size", "nose_size"}
     with pytest.raises(ValueError, match="unreadable"):
         EvalConfig(unreadable=("wings",))
     glasses = prompt_by_name("glasses")

@@ -16,20 +16,24 @@ import torch.nn.functional as F
 from editing.demo.faces import (
     HAIR_COLOURS,
     VECTOR_DIMS,
+    VECTOR_INDEX,
     VECTOR_SIZE,
     FaceParams,
     attribute_slice,
     params_to_vector,
     render_batch,
     render_face,
+    sample_params,
 )
 from editing.demo.oracle import (
     ATTRIBUTES,
+    attribute_agreement,
     attribute_change,
     attribute_errors,
     attribute_shift,
     check_edit,
     decode,
+    drawn_attributes,
     load_oracle,
     read_attributes,
     readout_to_params,
@@ -216,6 +220,30 @@ def test_check_edit_verdicts():
 def test_attribute_errors_of_a_perfect_readout():
     err = attribute_errors(decode(confident_raw(FACES)), FACES)
     assert all(err[a] == pytest.approx(1.0 if a in MIN_ACCURACY else 0.0, abs=1e-6) for a in ATTRIBUTES)
+
+
+def test_attribute_agreement_is_one_when_right_and_near_zero_when_unrelated():
+    rng = np.random.default_rng(11)
+    params = [sample_params(rng) for _ in range(400)]
+    perfect = attribute_agreement(decode(confident_raw(params)), params)
+    assert all(perfect[a] == pytest.approx(1.0, abs=1e-4) for a in ATTRIBUTES), perfect
+    assert drawn_attributes(decode(confident_raw(params)), params) == ATTRIBUTES
+    # the readout of other faces: categorical attributes at about their majority share, the rest ~0
+    shuffled = params[1:] + params[:1]
+    unrelated = attribute_agreement(decode(confident_raw(shuffled)), params)
+    assert all(unrelated[a] < 0.6 for a in ATTRIBUTES), unrelated
+    assert drawn_attributes(decode(confident_raw(shuffled)), params) == ()
+    # a constant readout explains nothing (no division by zero)
+    same = attribute_agreement(decode(confident_raw([params[0]] * len(params))), params)
+    assert same["smile"] == 0.0 and same["glasses"] == 0.0
+    # a noisy but faithful readout of a continuous attribute: the share of variance it explains
+    raw = confident_raw(params)
+    i = VECTOR_INDEX["face_width"]
+    noise = torch.randn(len(params), generator=torch.Generator().manual_seed(0))
+    raw[:, i] = raw[:, i] + noise * raw[:, i].std()  # signal variance = noise variance: r^2 ~ 0.5
+    assert 0.35 < attribute_agreement(decode(raw), params)["face_width"] < 0.65
+    with pytest.raises(ValueError, match="one FaceParams per face"):
+        attribute_agreement(decode(confident_raw(params[:3])), params)
 
 
 # ---------------------------------------------------------------------------- training script

@@ -25,7 +25,10 @@ from editing.demo.faces import (
     render_batch,
     render_face,
 )
+from editing.demo.oracle import ATTRIBUTES, attribute_agreement, drawn_attributes, read_attributes
 from editing.editor import FaceEditor, load_encoder, load_generator
+from editing.evaluate import UNREADABLE_DEMO
+from editing.model_sets import demo_oracle
 from models.e4e import Encoder4Editing
 from scripts.demo.train_encoder import EncoderTrainConfig, encoder_loss, make_encoder, save_encoder
 from scripts.demo.train_generator import (
@@ -56,9 +59,10 @@ ENCODER = ROOT / "demo_models" / "e4e_demo_encode.pt"
 # a little below what the shipped files measure (see demo_models/README.md), so a regression fails
 GENERATOR_PSNR_BOUND = 24.5  # measured: 26.8 dB on 64 held-out z (p10 25.3); seeds 0-5 in the test
 INVERSION_PSNR_BOUND = 24.0  # measured: 27.0 dB on 64 renderer-prior faces (the issue asks for 22)
-# attributes the shipped generator draws well enough for the oracle to read them (demo_models/README.md:
-# mouths, lipstick, eye colour / size and nose size are not drawn yet)
-DRAWN_ATTRIBUTES = ("hair_colour", "hair_style", "glasses", "beard", "skin_tone", "background_hue")
+# attributes the shipped generator draws well enough for the oracle to read them: all but the
+# evaluation's unreadable ones (mouths, lipstick, age lines, eye colour / size and nose size are not
+# drawn yet); test_the_unreadable_attributes_are_those_the_shipped_generator_does_not_draw measures it
+DRAWN_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a not in UNREADABLE_DEMO)
 
 # The demo encoder needs narrow map2style heads: with 512-channel head convs even a 32 px e4e holds
 # ~32 M parameters. Until models/e4e.py takes head_width (proposed, see demo_models/README.md) and
@@ -167,6 +171,27 @@ def test_generated_faces_are_varied_images_matching_their_targets(generator):
     assert psnr(imgs, render_targets(z, 64)).mean() > GENERATOR_PSNR_BOUND
 
 
+def test_the_unreadable_attributes_are_those_the_shipped_generator_does_not_draw(generator):
+    """The evaluation skips the attributes in UNREADABLE_DEMO: exactly those whose oracle readout on
+    generated faces does not follow the parameters their z stand for. Fails when a retrained generator
+    starts (or stops) drawing one, so the list is re-measured rather than kept by hand."""
+    g, _ = generator
+    oracle = demo_oracle()
+    z = torch.randn(256, 512, generator=torch.Generator().manual_seed(2024))
+    with torch.no_grad():
+        img = torch.cat([g.synthesis(g.mapping(z[i : i + 64])) for i in range(0, 256, 64)])
+    params = [z_to_params(row) for row in z.double().numpy()]
+    readout = read_attributes(oracle, img)
+    agreement = attribute_agreement(readout, params)
+    assert drawn_attributes(readout, params) == DRAWN_ATTRIBUTES, agreement
+    # a clear gap, not a threshold that happens to split them (measured: <= 0.48 vs >= 0.95)
+    assert max(agreement[a] for a in UNREADABLE_DEMO) < 0.6, agreement
+    assert min(agreement[a] for a in DRAWN_ATTRIBUTES) > 0.9, agreement
+    # the oracle reads every attribute on the renderer's own faces: the gap is the generator's
+    rendered = read_attributes(oracle, render_targets(z, 64))
+    assert min(attribute_agreement(rendered, params).values()) > 0.9
+
+
 @needs_encoder
 def test_rendered_faces_invert_through_the_editor(generator, encoder):
     g, w_avg = generator
@@ -183,8 +208,7 @@ def test_rendered_faces_invert_through_the_editor(generator, encoder):
     other = psnr(recon.roll(1, 0), to_tensor(images))
     assert (values > other + 3.0).all()
     # the attributes the generator draws survive the inversion, as the oracle reads them
-    from editing.demo.oracle import attribute_change, read_attributes
-    from editing.model_sets import demo_oracle
+    from editing.demo.oracle import attribute_change
 
     oracle = demo_oracle()
     images, params = render_batch(7, 32, 64)  # measured mean change <= 0.06 on 64 faces of this seed
