@@ -61,19 +61,21 @@ PRESETS: tuple[tuple[str, str, float, float], ...] = (
     ("face", "old face", 4.0, 0.15),
     ("face", "face with beard", 4.0, 0.14),
 )
-# the demo world's attributes, with the texts and α / β that `python -m editing evaluate` measures
-# (only those its generator draws: no smile, which it cannot draw yet)
+# the demo world's attributes, with the texts and each prompt's α / β that `python -m editing evaluate`
+# measures (only those its generator draws: no smile, which it cannot draw yet)
 DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
-    ("a face", "a face with glasses", 2.5, 0.2),
-    ("a face", "a face with blond hair", 2.5, 0.2),
-    ("a face", "a face with a beard", 2.5, 0.2),
-    ("a face", "a face with purple hair", 2.5, 0.2),
-    ("a face", "a face with no hair", 2.5, 0.2),
+    ("a face", "a face with glasses", 6.0, 0.5),
+    ("a face", "a face with blond hair", 3.5, 0.4),
+    ("a face", "a face with a beard", 4.0, 0.7),
+    ("a face", "a face with purple hair", 5.0, 0.5),
+    ("a face", "a face with no hair", 3.0, 0.3),
 )
 # Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID): the StyleCLIP notebook's settings, and in
 # the demo world those `python -m editing evaluate` uses there, with the prompt it edits best (beard)
 OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a smiling face", 40, 0.1, 0.008, 0.005)
 DEMO_OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a face with a beard", 40, 0.3, 0.03, 0.1)
+# Mapper tab strength: upstream's 0.1; the demo mappers overshoot there, the evaluation uses 0.06
+MAPPER_STRENGTH, DEMO_MAPPER_STRENGTH = 0.1, 0.06
 MODES = (("Edit this face", "edit"), ("Free generation (CLIP loss only)", "free_generation"))
 
 
@@ -207,6 +209,11 @@ def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, f
     return (
         DEMO_OPTIMISATION_DEFAULTS if editor is not None and editor.name == "demo" else OPTIMISATION_DEFAULTS
     )
+
+
+def mapper_strength_default(editor: FaceEditor | None) -> float:
+    """The Mapper tab's strength at start (demo set or not)."""
+    return DEMO_MAPPER_STRENGTH if editor is not None and editor.name == "demo" else MAPPER_STRENGTH
 
 
 def need_session(session: Session | None) -> Session:
@@ -828,7 +835,11 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                     elem_id="mapper",
                 )
                 strength = gr.Slider(
-                    *STRENGTH_RANGE, value=0.1, step=0.01, label="Strength", elem_id="strength"
+                    *STRENGTH_RANGE,
+                    value=mapper_strength_default(editor),
+                    step=0.01,
+                    label="Strength",
+                    elem_id="strength",
                 )
                 mapper_levels = gr.JSON(label="Levels (W+ rows each level edits)", elem_id="mapper-info")
                 mapper_btn = gr.Button("Apply mapper", variant="primary", elem_id="mapper-edit")

@@ -19,18 +19,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from editing.edits import GlobalSettings, MapperSettings
+from editing.edits import MapperSettings
 from editing.evaluate import EvalConfig
 from editing.model_sets import load_editor
 
 SCALE = 3
-EDITS = (  # (row label, prompt for global / optimisation, mapper name)
-    ("purple hair", "face with purple hair", "purple_hair"),
-    ("blond hair", "face with blond hair", "blond_hair"),
-    ("bald", "bald face", "bald"),
-    ("glasses", "face with glasses", None),
-    ("beard", "face with a beard", None),
-)
 
 
 def to_array(img: torch.Tensor) -> np.ndarray:
@@ -47,7 +40,8 @@ def face_grid(editor, seeds: range, columns: int) -> Image.Image:
 
 
 def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
-    """Columns: source, global, mapper, optimisation; one row per prompt (blank where no mapper)."""
+    """Columns: source, global, mapper, optimisation; one row per prompt the evaluation checks (those
+    the generator draws), with its settings (blank where there is no mapper)."""
     cfg = EvalConfig()
     latent = editor.latent(editor.latent_from_seed(seed, truncation=cfg.truncation))
     source = to_array(editor.render_latent(latent))
@@ -55,23 +49,24 @@ def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
     mappers = set(editor.mapper_names())
     label_w = 110
     rows = []
-    for label, prompt, mapper in EDITS:
-        g = editor.edit_global(
-            latent,
-            GlobalSettings(target=prompt, neutral=cfg.neutral, alpha=cfg.alpha, beta=cfg.beta),
-            metrics=False,
-        )
+    for spec in cfg.prompts:
+        if spec.attribute in cfg.unreadable:
+            continue
+        g = editor.edit_global(latent, cfg.global_settings(spec), metrics=False)
+        mapper = next((n for n in spec.mappers if n in mappers), None)
         m = (
-            to_array(editor.edit_mapper(latent, MapperSettings(mapper), metrics=False).image)
-            if mapper in mappers
+            to_array(
+                editor.edit_mapper(latent, MapperSettings(mapper, strength=cfg.strength), metrics=False).image
+            )
+            if mapper is not None
             else blank
         )
         settings = dataclasses.replace(cfg.optimization, steps=optimise_steps)
-        o = editor.edit_optimize(latent, prompt, settings, metrics=False)
+        o = editor.edit_optimize(latent, spec.target, settings, metrics=False)
         tiles = [source, to_array(g.image), m, to_array(o.image)]
         row = Image.new("RGB", (label_w + source.shape[1] * 4, source.shape[0]), "white")
         row.paste(Image.fromarray(np.concatenate(tiles, axis=1)), (label_w, 0))
-        ImageDraw.Draw(row).text((6, source.shape[0] // 2 - 6), label, fill="black")
+        ImageDraw.Draw(row).text((6, source.shape[0] // 2 - 6), spec.label, fill="black")
         rows.append(row)
     header = Image.new("RGB", (rows[0].width, 18), "white")
     draw = ImageDraw.Draw(header)

@@ -207,7 +207,10 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     cfg = EvalConfig()
     drawn = [p.target for p in PROMPTS if p.attribute not in cfg.unreadable]
     assert [p[1] for p in app.DEMO_PRESETS] == drawn and "a smiling face" not in drawn
-    assert {(p[0], p[2], p[3]) for p in app.DEMO_PRESETS} == {(cfg.neutral, cfg.alpha, cfg.beta)}
+    specs = [p for p in PROMPTS if p.attribute not in cfg.unreadable]
+    assert [(p[0], p[2], p[3]) for p in app.DEMO_PRESETS] == [
+        (cfg.neutral, *cfg.global_setting(spec)) for spec in specs
+    ]
     assert app.global_presets(None) == app.PRESETS
     # the optimisation tab starts with the evaluation's settings and a prompt it checks and can draw
     opt = cfg.optimization
@@ -218,6 +221,8 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
         app.DEMO_OPTIMISATION_DEFAULTS
     )
     assert app.optimisation_defaults(None) == app.OPTIMISATION_DEFAULTS
+    assert props["strength"]["value"] == app.DEMO_MAPPER_STRENGTH == cfg.strength
+    assert app.mapper_strength_default(None) == app.MAPPER_STRENGTH
 
 
 def test_user_errors_leave_no_traceback_in_the_server_log(client, capfd):
