@@ -74,6 +74,8 @@ DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
 # the demo world those `python -m editing evaluate` uses there, with the prompt it edits best (beard)
 OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a smiling face", 40, 0.1, 0.008, 0.005)
 DEMO_OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a face with a beard", 40, 0.3, 0.03, 0.1)
+# β slider: the StyleCLIP GUI's range; the demo world's edits need up to 0.7 (beard, EvalConfig)
+BETA_SLIDER, DEMO_BETA_SLIDER = (0.08, 0.3), (0.08, 0.8)
 # Mapper tab strength: upstream's 0.1; the demo mappers overshoot there, the evaluation uses 0.06
 MAPPER_STRENGTH, DEMO_MAPPER_STRENGTH = 0.1, 0.06
 MODES = (("Edit this face", "edit"), ("Free generation (CLIP loss only)", "free_generation"))
@@ -209,6 +211,11 @@ def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, f
     return (
         DEMO_OPTIMISATION_DEFAULTS if editor is not None and editor.name == "demo" else OPTIMISATION_DEFAULTS
     )
+
+
+def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:
+    """(min, max) of the Global tab's β slider (demo set or not)."""
+    return DEMO_BETA_SLIDER if editor is not None and editor.name == "demo" else BETA_SLIDER
 
 
 def mapper_strength_default(editor: FaceEditor | None) -> float:
@@ -799,8 +806,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                         *ALPHA_RANGE, value=presets[0][2], step=0.1, label="α (strength)", elem_id="alpha"
                     )
                     beta = gr.Slider(
-                        0.08,
-                        0.3,
+                        *beta_slider(editor),
                         value=presets[0][3],
                         step=0.005,
                         label="β (disentanglement)",

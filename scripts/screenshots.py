@@ -240,7 +240,9 @@ _RECORD_PROGRESS = """() => {
 }"""
 
 
-def run_flow(app_page: AppPage, out: Path | None = None, steps: int = 3) -> dict[str, Any]:
+def run_flow(
+    app_page: AppPage, out: Path | None = None, steps: int = 3, prompt: str | None = None
+) -> dict[str, Any]:
     """Upload the example photo, one edit per tab (screenshot after each when ``out`` is given).
 
     Returns:
@@ -254,7 +256,7 @@ def run_flow(app_page: AppPage, out: Path | None = None, steps: int = 3) -> dict
     seen["mapper"] = app_page.mapper_edit()
     if out is not None:
         app_page.screenshot(out / "mapper.png")
-    seen["statuses"], seen["frames"] = app_page.optimise(steps=steps)
+    seen["statuses"], seen["frames"] = app_page.optimise(prompt, steps=steps)
     if out is not None:
         app_page.screenshot(out / "optimise.png")
     seen["downloads"] = app_page.downloads()
@@ -329,6 +331,7 @@ def main() -> None:
     ap.add_argument("--s-stats", type=Path, default=None, help="passed to app.py")
     ap.add_argument("--tiny", action="store_true", help="run on tiny seeded weights (noise pictures)")
     ap.add_argument("--steps", type=int, default=3, help="optimisation steps")
+    ap.add_argument("--prompt", default=None, help="optimisation prompt (default: the tab's own)")
     ap.add_argument("--chromium", default=None, help="Chromium executable (default: found on PATH)")
     ap.add_argument("--width", type=int, default=1280, help="browser window width in px")
     args = ap.parse_args()
@@ -346,7 +349,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": args.width, "height": 900})
             app_page = AppPage(page, url)
             app_page.open()
-            seen = run_flow(app_page, args.out, steps=args.steps)
+            seen = run_flow(app_page, args.out, steps=args.steps, prompt=args.prompt)
     for name in TABS:
         print(f"wrote {args.out / (name + '.png')}")
     print(f"optimisation: {len(seen['frames'])} frames, last status: {seen['statuses'][-1]}")

@@ -222,6 +222,11 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     )
     assert app.optimisation_defaults(None) == app.OPTIMISATION_DEFAULTS
     assert props["strength"]["value"] == app.DEMO_MAPPER_STRENGTH == cfg.strength
+    # every preset fits the β slider (Gradio refuses values outside it: the browser flow caught β 0.7)
+    lo, hi = props["beta"]["minimum"], props["beta"]["maximum"]
+    assert (lo, hi) == app.DEMO_BETA_SLIDER and all(lo <= p[3] <= hi for p in app.DEMO_PRESETS)
+    assert all(app.BETA_SLIDER[0] <= p[3] <= app.BETA_SLIDER[1] for p in app.PRESETS)
+    assert app.beta_slider(None) == app.BETA_SLIDER
     assert app.mapper_strength_default(None) == app.MAPPER_STRENGTH
 
 
