@@ -70,10 +70,26 @@ DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
     ("a face", "a face with purple hair", 5.0, 0.5),
     ("a face", "a face with no hair", 3.0, 0.3),
 )
-# Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID): the StyleCLIP notebook's settings, and in
-# the demo world those `python -m editing evaluate` uses there, with the prompt it edits best (beard)
-OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a smiling face", 40, 0.1, 0.008, 0.005)
-DEMO_OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float] = ("a face with a beard", 40, 0.3, 0.03, 0.1)
+# Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID, augmented CLIP views): the StyleCLIP
+# notebook's settings, and in the demo world those `python -m editing evaluate` uses there, with the
+# prompt it edits best (beard)
+OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
+    "a smiling face",
+    40,
+    0.1,
+    0.008,
+    0.005,
+    0,
+)
+DEMO_OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
+    "a face with a beard",
+    40,
+    0.3,
+    0.03,
+    0.1,
+    4,
+)
+AUGMENT_SLIDER_MAX = 8
 # β slider: the StyleCLIP GUI's range; the demo world's edits need up to 0.7 (beard, EvalConfig)
 BETA_SLIDER, DEMO_BETA_SLIDER = (0.08, 0.3), (0.08, 0.8)
 # Mapper tab strength: upstream's 0.1; the demo mappers overshoot there, the evaluation uses 0.06
@@ -206,8 +222,8 @@ def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, fl
     return DEMO_PRESETS if editor is not None and editor.name == "demo" else PRESETS
 
 
-def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float]:
-    """(prompt, steps, lr, λ_L2, λ_ID) that fill the Optimisation tab at start (demo set or not)."""
+def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float, int]:
+    """(prompt, steps, lr, λ_L2, λ_ID, augmented views) of the Optimisation tab at start (demo set or not)."""
     return (
         DEMO_OPTIMISATION_DEFAULTS if editor is not None and editor.name == "demo" else OPTIMISATION_DEFAULTS
     )
@@ -520,7 +536,9 @@ def edit_mapper(
     return with_pending(session, result, edit_record("mapper", settings, result, time.perf_counter() - t0))
 
 
-def optimization_settings(steps: float, l2_lambda: float, id_lambda: float, lr: float, mode: str):
+def optimization_settings(
+    steps: float, l2_lambda: float, id_lambda: float, lr: float, mode: str, augment: float = 0
+):
     from editing.optimization import MAX_STEPS, OptimizationSettings
 
     n = whole_number(steps, "steps", 1, MAX_STEPS)
@@ -531,6 +549,7 @@ def optimization_settings(steps: float, l2_lambda: float, id_lambda: float, lr: 
         id_lambda=id_lambda,
         mode=mode,
         preview_every=max(1, n // 10),
+        augment=whole_number(augment, "augmented views", 0, AUGMENT_SLIDER_MAX),
     )
 
 
@@ -641,7 +660,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
     mapper_sources = editor.mapper_sources() if has else {}
     default_mapper = next(iter(mapper_sources), None)
     presets = global_presets(editor)
-    opt_prompt, opt_steps, opt_lr, opt_l2, opt_id = optimisation_defaults(editor)
+    opt_prompt, opt_steps, opt_lr, opt_l2, opt_id, opt_views = optimisation_defaults(editor)
     examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
 
     def results(session: Session) -> tuple:
@@ -726,8 +745,10 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
         return (s, *results(s))
 
     @user_errors
-    def on_optimize(session, target, steps, l2_lambda, id_lambda, lr, mode, seed, progress=gr.Progress()):
-        settings = optimization_settings(steps, l2_lambda, id_lambda, lr, mode)
+    def on_optimize(
+        session, target, steps, l2_lambda, id_lambda, lr, mode, seed, augment=0, progress=gr.Progress()
+    ):
+        settings = optimization_settings(steps, l2_lambda, id_lambda, lr, mode, augment)
         with contextlib.closing(run_optimization(editor, session, target, settings, seed)) as events:
             yield from optimization_frames(events, progress)
 
@@ -866,6 +887,14 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                     opt_seed = gr.Number(
                         label="Seed (free generation)", value=0, minimum=0, step=1, elem_id="opt-seed"
                     )
+                    augment = gr.Slider(
+                        0,
+                        AUGMENT_SLIDER_MAX,
+                        value=opt_views,
+                        step=1,
+                        label="Augmented CLIP views (0 = StyleCLIP's loss)",
+                        elem_id="augment",
+                    )
                 with gr.Row():
                     opt_btn = gr.Button("Optimise", variant="primary", elem_id="optimize")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -963,7 +992,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
         )
         opt_event = opt_btn.click(
             on_optimize,
-            [session, prompt, steps, l2_lambda, id_lambda, lr, mode, opt_seed],
+            [session, prompt, steps, l2_lambda, id_lambda, lr, mode, opt_seed, augment],
             [session, opt_preview, opt_status, compare, metrics, downloads, pasted],
             api_name="edit_optimize",
             concurrency_id="optimize",

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="optimize: learning rate (default 0.1)")
     p.add_argument("--l2-lambda", type=float, default=None, help="optimize: latent L2 weight (0.008)")
     p.add_argument("--id-lambda", type=float, default=None, help="optimize: identity weight (0.005)")
+    p.add_argument(
+        "--augment", type=int, default=None, help="optimize: CLIP loss over N augmented views (0 = upstream)"
+    )
     p.add_argument("--mode", default="edit", choices=("edit", "free_generation"), help="optimize mode")
     p.add_argument("--seed", type=int, default=None, help="random face when no INPUT is given")
     p.add_argument("--truncation", type=float, default=0.7, help="psi for --seed faces (default 0.7)")
@@ -186,6 +189,7 @@ def _run_edit(args: argparse.Namespace, t0: float) -> dict:
                 "lr": args.lr,
                 "l2_lambda": args.l2_lambda,
                 "id_lambda": args.id_lambda,
+                "augment": args.augment,
                 "mode": args.mode,
             }.items()
             if v is not None

@@ -26,6 +26,12 @@ Differences from upstream, all deliberate:
 * Upstream's free generation starts from the mean latent (``truncation=0`` in
   :func:`start_latent`); the app starts from a seeded random face truncated by ``truncation``.
 * The result is the latent after the last update (upstream returns the image rendered before it).
+* ``augment`` (default 0 = upstream): the CLIP loss is the mean over that many randomly shifted,
+  scaled and noised views of the image (:func:`augmented_views`, seeded, so a run is repeatable), as
+  CLIP-guided generators since CLIPDraw / VQGAN-CLIP do with cut-outs. A small CLIP's gradient at a
+  single image need not point towards the attribute; averaged over views it more often does. The
+  offline demo set uses 4 views (its optimisation: 29 % -> 44 % on validation faces, see
+  ``editing.evaluate``); the ID and L2 terms are unchanged.
 
 Measured on the full-size seeded models (``/work/scratch/opt/bench_full.py``; random weights, so
 losses say nothing about faces): 10 steps from the same start reach final full-resolution CLIP
@@ -56,6 +62,10 @@ SPACES = ("w+", "s")
 MAX_STEPS = 5000
 MAX_LR = 10.0
 MAX_LAMBDA = 1e4
+MAX_AUGMENT = 32  # CLIP views per step
+AUGMENT_SHIFT = 0.15  # largest shift and scale change of a view, in half-widths (0.15 = 7.5 % of the image)
+AUGMENT_NOISE = 0.1  # std of the Gaussian noise added to a view ([-1, 1] pixel range)
+AUGMENT_SEED = 0  # the views of a run are drawn from a CPU generator seeded with this
 LOSS_SIZES = (32, 64, 128, 256, 512, 1024)  # CLIP's resampling needs a multiple of 32
 LR_RAMPDOWN = 0.25  # fraction of the run over which the lr decays to 0 (cosine), upstream get_lr
 LR_RAMPUP = 0.05  # fraction of the run over which the lr rises linearly from 0
@@ -78,6 +88,7 @@ class OptimizationSettings:
     space: str = "w+"  # variables: "w+" (the W+ latent) or "s" (StyleSpace, toRGB styles fixed)
     loss_size: int | None = 256  # px of the image the losses see (capped at the generator's); None = full
     preview_every: int = 10  # hand a preview image to on_step every N steps; 0 = never
+    augment: int = 0  # CLIP loss averaged over this many augmented views; 0 = the image itself (upstream)
 
     def __post_init__(self):
         check_int(self.steps, "steps", 1, MAX_STEPS)
@@ -94,6 +105,7 @@ class OptimizationSettings:
         ):
             raise ValueError(f"loss_size must be None or one of {LOSS_SIZES}, got {self.loss_size!r}")
         check_int(self.preview_every, "preview_every", 0, MAX_STEPS)
+        check_int(self.augment, "augment", 0, MAX_AUGMENT)
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,46 @@ class OptimizationResult:
     history: tuple[StepLosses, ...]
     steps: int
     cancelled: bool
+
+
+def augmented_views(
+    img: torch.Tensor,
+    views: int,
+    generator: torch.Generator,
+    *,
+    shift: float = AUGMENT_SHIFT,
+    noise: float = AUGMENT_NOISE,
+) -> torch.Tensor:
+    """``views`` randomly moved copies of a batch of images, for an averaged CLIP loss.
+
+    Each copy is zoomed by a factor in [1 - shift, 1 + shift] about the centre and shifted by up to
+    ``shift`` half-widths in x and y (bilinear, the border pixels repeat), then Gaussian noise of std
+    ``noise`` is added. Differentiable in ``img``; the random draws come from ``generator`` (CPU).
+
+    Args:
+        img: (B, 3, H, W) images in [-1, 1], any float dtype and device.
+        views: copies per image, >= 1.
+        generator: CPU ``torch.Generator`` the draws come from.
+    Returns:
+        (views * B, 3, H, W): view ``k`` of image ``b`` at index ``k * B + b``.
+    """
+    check_int(views, "views", 1, MAX_AUGMENT)
+    if img.ndim != 4:
+        raise ValueError(f"img must be (B, 3, H, W), got {tuple(img.shape)}")
+    b = img.shape[0]
+    n = views * b
+    zoom = 1.0 + (torch.rand(n, generator=generator) * 2.0 - 1.0) * shift
+    offset = (torch.rand(n, 2, generator=generator) * 2.0 - 1.0) * shift
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = zoom
+    theta[:, 1, 1] = zoom
+    theta[:, :, 2] = offset
+    x = img.repeat(views, 1, 1, 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    x = torch.nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    if noise > 0:
+        x = x + noise * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    return x
 
 
 def scheduled_lr(
@@ -311,6 +363,7 @@ def optimize_latent(
             )
 
     optimizer = torch.optim.Adam(params, lr=settings.lr)
+    views = torch.Generator().manual_seed(AUGMENT_SEED) if settings.augment else None
     history: list[StepLosses] = []
     cancelled = False
     with torch.enable_grad():
@@ -319,7 +372,11 @@ def optimize_latent(
             optimizer.param_groups[0]["lr"] = lr
             with context():
                 img = generator.synthesis_from_styles(styles_now(), out_size=size)  # (1, 3, S, S)
-                c_loss = clip.clip_loss(img, text_features).to(dtype).sum()
+                if views is None:
+                    c_loss = clip.clip_loss(img, text_features).to(dtype).sum()
+                else:  # the mean over the views of each image, summed over the batch as above
+                    seen = augmented_views(img, settings.augment, views)
+                    c_loss = clip.clip_loss(seen, text_features).to(dtype).sum() / settings.augment
                 i_loss = identity.loss_from_features(img, source_features).to(dtype) if use_id else None
             loss = c_loss
             l2 = None

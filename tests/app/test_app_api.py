@@ -214,12 +214,17 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     assert app.global_presets(None) == app.PRESETS
     # the optimisation tab starts with the evaluation's settings and a prompt it checks and can draw
     opt = cfg.optimization
-    prompt, steps, lr, l2, id_lambda = app.DEMO_OPTIMISATION_DEFAULTS
-    assert (steps, lr, l2, id_lambda) == (opt.steps, opt.lr, opt.l2_lambda, opt.id_lambda)
-    assert prompt in drawn
-    assert [props[k]["value"] for k in ("prompt", "steps", "lr", "l2-lambda", "id-lambda")] == list(
-        app.DEMO_OPTIMISATION_DEFAULTS
+    prompt, steps, lr, l2, id_lambda, augment = app.DEMO_OPTIMISATION_DEFAULTS
+    assert (steps, lr, l2, id_lambda, augment) == (
+        opt.steps,
+        opt.lr,
+        opt.l2_lambda,
+        opt.id_lambda,
+        opt.augment,
     )
+    assert prompt in drawn and 0 < augment <= props["augment"]["maximum"]
+    keys = ("prompt", "steps", "lr", "l2-lambda", "id-lambda", "augment")
+    assert [props[k]["value"] for k in keys] == list(app.DEMO_OPTIMISATION_DEFAULTS)
     assert app.optimisation_defaults(None) == app.OPTIMISATION_DEFAULTS
     assert props["strength"]["value"] == app.DEMO_MAPPER_STRENGTH == cfg.strength
     # every preset fits the β slider (Gradio refuses values outside it: the browser flow caught β 0.7)
@@ -247,7 +252,7 @@ def test_mapper_info_and_edit(client):
 
 
 def test_optimisation_streams_a_frame_per_step_then_the_result(client):
-    job = client.submit("a smiling face", 3, 0.008, 0.005, 0.1, "edit", 0, api_name="/edit_optimize")
+    job = client.submit("a smiling face", 3, 0.008, 0.005, 0.1, "edit", 0, 0, api_name="/edit_optimize")
     final = job.result(timeout=60)
     outputs = job.outputs()
     statuses = [o[1] for o in outputs]
@@ -261,7 +266,7 @@ def test_optimisation_streams_a_frame_per_step_then_the_result(client):
 
 
 def test_cancel_stops_the_optimisation_worker(client):
-    job = client.submit("a smiling face", 300, 0.008, 0.005, 0.1, "edit", 0, api_name="/edit_optimize")
+    job = client.submit("a smiling face", 300, 0.008, 0.005, 0.1, "edit", 0, 0, api_name="/edit_optimize")
     deadline = time.monotonic() + 30
     while len(job.outputs()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -302,7 +307,9 @@ def test_bad_input_comes_back_as_an_error_and_the_app_keeps_answering(client, se
     _fails(client, handle_file(str(blank)), api_name="/invert", match="No face was found")
     _fails(client, "", "face", 4.0, 0.15, api_name="/edit_global", match="Target is empty")
     _fails(client, *GLASSES, 50.0, 0.15, api_name="/edit_global", match="maximum")
-    _fails(client, "  ", 3, 0.008, 0.005, 0.1, "edit", 0, api_name="/edit_optimize", match="Prompt is empty")
+    _fails(
+        client, "  ", 3, 0.008, 0.005, 0.1, "edit", 0, 0, api_name="/edit_optimize", match="Prompt is empty"
+    )
     _fails(client, "no_such_mapper", 0.1, api_name="/edit_mapper", match="not in the list of choices")
     # NaN cannot be written by gradio_client (strict JSON); send it over the HTTP API directly
     body = '{"data": ["face with glasses", "face", NaN, 0.15]}'

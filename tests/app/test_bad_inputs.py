@@ -32,7 +32,16 @@ NOT_AN_IMAGE = "not an image in a supported format"
 DAMAGED = "damaged or incomplete"
 NO_FACE = "No face was found in the photo"
 TOO_LARGE = "too large"
-OPTIMIZE = ("a smiling face", 2, 0.008, 0.005, 0.1, "edit", 0)  # prompt, steps, λL2, λID, lr, mode, seed
+OPTIMIZE = (
+    "a smiling face",
+    2,
+    0.008,
+    0.005,
+    0.1,
+    "edit",
+    0,
+    0,
+)  # prompt, steps, λL2, λID, lr, mode, seed, views
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -200,14 +209,16 @@ API_CALLS: dict[str, tuple[str, tuple, str]] = {
     "steps 2.5": ("/edit_optimize", (OPTIMIZE[0], 2.5, *OPTIMIZE[2:]), "Steps must be a whole number"),
     "lr 0": ("/edit_optimize", (*OPTIMIZE[:4], 0.0, *OPTIMIZE[5:]), "less than minimum value 0.01"),
     "lr 100": ("/edit_optimize", (*OPTIMIZE[:4], 100.0, *OPTIMIZE[5:]), "greater than maximum value 1"),
+    "views 99": ("/edit_optimize", (*OPTIMIZE[:7], 99), "greater than maximum value 8"),
+    "views 2.5": ("/edit_optimize", (*OPTIMIZE[:7], 2.5), "Augmented views must be a whole number"),
     "l2 lambda negative": ("/edit_optimize", (OPTIMIZE[0], 2, -1, *OPTIMIZE[3:]), "less than minimum"),
-    "unknown mode": ("/edit_optimize", (*OPTIMIZE[:5], "bogus", 0), "not in the list of choices"),
+    "unknown mode": ("/edit_optimize", (*OPTIMIZE[:5], "bogus", 0, 0), "not in the list of choices"),
     "optimise seed 2.5": (
         "/edit_optimize",
-        (*OPTIMIZE[:5], "free_generation", 2.5),
+        (*OPTIMIZE[:5], "free_generation", 2.5, 0),
         "Seed must be a whole number from 0 to 2147483647, got 2.5",
     ),
-    "optimise seed 1e20": ("/edit_optimize", (*OPTIMIZE[:6], 1e20), "Seed must be a whole number"),
+    "optimise seed 1e20": ("/edit_optimize", (*OPTIMIZE[:6], 1e20, 0), "Seed must be a whole number"),
     "seed negative": ("/random_face", (-5, 0.7), "less than minimum value 0"),
     "seed 1e20": ("/random_face", (1e20, 0.7), "Seed must be a whole number"),
     "seed 2.5": ("/random_face", (2.5, 0.7), "Seed must be a whole number"),
@@ -225,15 +236,28 @@ RAW_CALLS: dict[str, tuple[str, str, str]] = {
     "alpha NaN": ("edit_global", '["face with glasses", "face", NaN, 0.15]', "Alpha must be between -10 and"),
     "alpha inf": ("edit_global", '["face with glasses", "face", Infinity, 0.15]', "greater than maximum"),
     "beta NaN": ("edit_global", '["face with glasses", "face", 1.0, NaN]', "Beta must be between 0 and 1"),
-    "steps NaN": ("edit_optimize", '["a smile", NaN, 0.008, 0.005, 0.1, "edit", 0]', "Steps must be a whole"),
-    "lr NaN": ("edit_optimize", '["a smile", 2, 0.008, 0.005, NaN, "edit", 0]', "Lr must be finite"),
-    "lr inf": ("edit_optimize", '["a smile", 2, 0.008, 0.005, Infinity, "edit", 0]', "greater than maximum"),
-    "l2 NaN": ("edit_optimize", '["a smile", 2, NaN, 0.005, 0.1, "edit", 0]', "L2_lambda must be finite"),
+    "steps NaN": (
+        "edit_optimize",
+        '["a smile", NaN, 0.008, 0.005, 0.1, "edit", 0, 0]',
+        "Steps must be a whole",
+    ),
+    "lr NaN": ("edit_optimize", '["a smile", 2, 0.008, 0.005, NaN, "edit", 0, 0]', "Lr must be finite"),
+    "lr inf": (
+        "edit_optimize",
+        '["a smile", 2, 0.008, 0.005, Infinity, "edit", 0, 0]',
+        "greater than maximum",
+    ),
+    "l2 NaN": ("edit_optimize", '["a smile", 2, NaN, 0.005, 0.1, "edit", 0, 0]', "L2_lambda must be finite"),
+    "views NaN": (
+        "edit_optimize",
+        '["a smile", 2, 0.008, 0.005, 0.1, "edit", 0, NaN]',
+        "Augmented views must",
+    ),
     "seed NaN": ("random_face", "[NaN, 0.7]", "Seed must be a whole number from 0 to 2147483647, got nan"),
     "seed inf": ("random_face", "[Infinity, 0.7]", "Seed must be a whole number from 0 to 2147483647, got"),
     "optimise seed NaN": (
         "edit_optimize",
-        '["a smile", 2, 0.008, 0.005, 0.1, "free_generation", NaN]',
+        '["a smile", 2, 0.008, 0.005, 0.1, "free_generation", NaN, 0]',
         "Seed must be a whole number",
     ),
     "truncation NaN": ("random_face", "[1, NaN]", "Truncation must be between 0 and 1"),

@@ -127,6 +127,7 @@ def test_mapper_edit_chains_on_a_latent_file(weights, s_stats, tmp_path, capsys)
         (["--method", "mapper", "--mapper", "purple_hair", "--seed", "1", "--strength", "9"], "strength"),
         (["--method", "optimize", "--target", "face", "--seed", "1", "--steps", "-3"], "steps"),
         (["--method", "optimize", "--target", "face", "--seed", "1", "--l2-lambda", "nan"], "l2_lambda"),
+        (["--method", "optimize", "--target", "face", "--seed", "1", "--augment", "99"], "augment"),
     ],
 )
 def test_bad_edit_arguments_exit_2_with_one_line(extra, message, weights, s_stats, tmp_path, capsys):
@@ -180,4 +181,5 @@ def test_optimize_edit_from_seed(weights, tmp_path, capsys):
     summary = json.loads(out)
     assert summary["info"]["steps"] == 3 and len(summary["info"]["clip_loss_history"]) == 3
     assert summary["parameters"]["steps"] == 3 and summary["parameters"]["l2_lambda"] == 0.008
+    assert summary["parameters"]["augment"] == 0  # upstream's loss unless --augment is given
     assert summary["metrics"]["identity_similarity"] is not None and (tmp_path / "o.npy").is_file()

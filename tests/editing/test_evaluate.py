@@ -520,7 +520,7 @@ def test_the_demo_edits_that_work_keep_working():
 
 
 # The demo set is complete, but its edits do not reach these bounds yet (2026-12-07, 20 faces, stage-6
-# generator: global 74 %, mapper 72 %, optimisation 25 %; optimisation moves other attributes even with
+# generator: global 74 %, mapper 72 %, optimisation 37 %; optimisation moves other attributes even with
 # the oracle itself as its loss; see the issue-4 note). Until they do, this test stays off with that
 # reason instead of being loosened; what works is guarded by the test above.
 DEMO_EDITS_REACH_BOUNDS = False

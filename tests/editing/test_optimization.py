@@ -20,8 +20,10 @@ import torch
 
 from editing.clip_text import ClipEncoder
 from editing.optimization import (
+    AUGMENT_SEED,
     OptimizationSettings,
     StepInfo,
+    augmented_views,
     optimize_latent,
     scheduled_lr,
     start_latent,
@@ -310,6 +312,9 @@ def test_start_latent(models):
         ("loss_size", 2048),
         ("preview_every", -1),
         ("preview_every", 1.5),
+        ("augment", -1),
+        ("augment", 33),
+        ("augment", 2.5),
     ],
 )
 def test_settings_validation_names_the_field(field, value):
@@ -327,7 +332,7 @@ def test_settings_defaults_are_the_notebook_ones():
         "edit",
         0.7,
     )
-    assert (s.space, s.loss_size) == ("w+", 256)
+    assert (s.space, s.loss_size, s.augment) == ("w+", 256, 0)
 
 
 def test_bad_inputs(models, clip):
@@ -443,3 +448,52 @@ def test_parity_with_upstream_loop(models64, case):
     assert final.abs().sum().item() == pytest.approx(c["final_abs_sum"], abs=1e-3)
     ref = torch.tensor([float(v) for v in c["final_sample"].split()], dtype=torch.float64)
     torch.testing.assert_close(final[:: c["final_stride"]][: len(ref)], ref, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ augmented CLIP views
+def test_augmented_views_are_shifted_zoomed_noisy_copies():
+    img = torch.rand(2, 3, 32, 32) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    views = augmented_views(img, 3, g)
+    assert views.shape == (6, 3, 32, 32)
+    # no shift and no noise: every view is its image (k * B + b order)
+    same = augmented_views(img, 3, torch.Generator().manual_seed(0), shift=0.0, noise=0.0)
+    assert torch.allclose(same, img.repeat(3, 1, 1, 1), atol=1e-5)
+    # noise only: the views differ from the image by noise of the asked std
+    noisy = augmented_views(img, 4, torch.Generator().manual_seed(1), shift=0.0, noise=0.1)
+    assert abs((noisy - img.repeat(4, 1, 1, 1)).std().item() - 0.1) < 0.01
+    # a shift moves the picture: a vertical bar moves by up to shift half-widths (0.15 -> 2.4 px)
+    bar = -torch.ones(1, 3, 32, 32)
+    bar[..., 15:17] = 1.0
+    moved = augmented_views(bar, 16, torch.Generator().manual_seed(2), noise=0.0)
+    centres = (moved[:, 0].mean(1).clamp(min=0) * torch.arange(32.0)).sum(1) / moved[:, 0].mean(1).clamp(
+        min=0
+    ).sum(1)
+    assert (centres - 15.5).abs().max() <= 0.15 * 16 * 1.2 + 0.5 and (centres - 15.5).abs().max() > 0.5
+    # seeded: the same generator state gives the same views; differentiable in the image
+    again = augmented_views(img, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(views, again)
+    x = img.clone().requires_grad_(True)
+    augmented_views(x, 2, torch.Generator().manual_seed(3)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="views"):
+        augmented_views(img, 0, g)
+
+
+def test_augmented_optimisation_averages_the_clip_loss_over_the_views(models, clip):
+    g, w_avg = models
+    w0 = start_latent(g, w_avg, seed=1, truncation=0.7)
+    text = _text(clip)
+    plain = optimize_latent(g, clip, text, w0, settings=OptimizationSettings(steps=2, l2_lambda=0.0))
+    settings = OptimizationSettings(steps=2, l2_lambda=0.0, augment=3)
+    aug = optimize_latent(g, clip, text, w0, settings=settings)
+    # step 0's loss is the mean CLIP loss of the first three views of the start image
+    with torch.no_grad():
+        img = g.synthesis_from_styles(g.w_plus_to_styles(w0), out_size=min(256, g.size))
+        views = augmented_views(img, 3, torch.Generator().manual_seed(AUGMENT_SEED))
+        expected = clip.clip_loss(views, text).mean().item()
+    assert aug.history[0].clip == pytest.approx(expected, abs=1e-5)
+    assert aug.history[0].clip != pytest.approx(plain.history[0].clip, abs=1e-4)
+    # repeatable, and a different path from the plain loss
+    again = optimize_latent(g, clip, text, w0, settings=settings)
+    assert torch.equal(aug.w_plus, again.w_plus) and not torch.equal(aug.w_plus, plain.w_plus)
