@@ -216,27 +216,30 @@ def whole_number(x: object, name: str, lo: int, hi: int) -> int:
     return int(x)
 
 
+def on_demo_set(editor: FaceEditor | None) -> bool:
+    """Whether the app runs on the offline demo model set (its own presets and slider ranges)."""
+    return editor is not None and editor.name == "demo"
+
+
 def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, float], ...]:
     """(neutral, target, α, β) presets of the Global tab: the demo world's attributes on the demo
     set, the StyleCLIP paper's prompts otherwise; the first one fills the inputs at start."""
-    return DEMO_PRESETS if editor is not None and editor.name == "demo" else PRESETS
+    return DEMO_PRESETS if on_demo_set(editor) else PRESETS
 
 
 def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float, int]:
     """(prompt, steps, lr, λ_L2, λ_ID, augmented views) of the Optimisation tab at start (demo set or not)."""
-    return (
-        DEMO_OPTIMISATION_DEFAULTS if editor is not None and editor.name == "demo" else OPTIMISATION_DEFAULTS
-    )
+    return DEMO_OPTIMISATION_DEFAULTS if on_demo_set(editor) else OPTIMISATION_DEFAULTS
 
 
 def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:
     """(min, max) of the Global tab's β slider (demo set or not)."""
-    return DEMO_BETA_SLIDER if editor is not None and editor.name == "demo" else BETA_SLIDER
+    return DEMO_BETA_SLIDER if on_demo_set(editor) else BETA_SLIDER
 
 
 def mapper_strength_default(editor: FaceEditor | None) -> float:
     """The Mapper tab's strength at start (demo set or not)."""
-    return DEMO_MAPPER_STRENGTH if editor is not None and editor.name == "demo" else MAPPER_STRENGTH
+    return DEMO_MAPPER_STRENGTH if on_demo_set(editor) else MAPPER_STRENGTH
 
 
 def need_session(session: Session | None) -> Session:
@@ -501,7 +504,7 @@ def mapper_choices(sources: dict[str, str]) -> list[tuple[str, str]]:
 
 def no_mapper_message(editor: FaceEditor | None) -> str:
     """Why the Mapper tab has nothing to offer, and what to do about it."""
-    where = "demo_models/mappers/" if editor is not None and editor.name == "demo" else "DIR/mappers/"
+    where = "demo_models/mappers/" if on_demo_set(editor) else "DIR/mappers/"
     return (
         "No latent mapper is available for these models: none is on this machine, and none can be "
         "downloaded now (offline, the Hugging Face Hub cannot be reached, or this model set has no "

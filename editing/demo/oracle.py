@@ -271,6 +271,20 @@ def check_edit(
 
 
 # ---------------------------------------------------------------------------- accuracy
+def _readout_and_truth(readout: Readout, params: Sequence[FaceParams]):
+    """(attribute, kind, readout values as float64 numpy, true values) for every attribute."""
+    if len(params) != next(iter(readout.values())).shape[0]:
+        raise ValueError("params must hold one FaceParams per face of the readout")
+    for a in ATTRIBUTES:
+        yield a, _KIND[a], readout[a].detach().double().cpu().numpy(), [getattr(p, a) for p in params]
+
+
+def _class_accuracy(attribute: str, probs: np.ndarray, truth: Sequence[str]) -> float:
+    """Share of faces whose most probable class is the true one."""
+    idx = np.array([class_names(attribute).index(t) for t in truth])
+    return float(np.mean(probs.argmax(axis=1) == idx))
+
+
 def attribute_errors(readout: Readout, params: Sequence[FaceParams]) -> dict[str, float]:
     """Per-attribute quality of a readout against the true parameters of the same faces.
 
@@ -279,16 +293,10 @@ def attribute_errors(readout: Readout, params: Sequence[FaceParams]) -> dict[str
         attributes, mean absolute error in the attribute's own units for continuous ones, and the mean
         angular error (in hue turns, 0..0.5) for the background hue.
     """
-    if len(params) != next(iter(readout.values())).shape[0]:
-        raise ValueError("params must hold one FaceParams per face of the readout")
     out: dict[str, float] = {}
-    for a in ATTRIBUTES:
-        v = readout[a].detach().double().cpu().numpy()
-        truth = [getattr(p, a) for p in params]
-        kind = _KIND[a]
+    for a, kind, v, truth in _readout_and_truth(readout, params):
         if kind == "onehot":
-            idx = np.array([class_names(a).index(t) for t in truth])
-            out[a] = float(np.mean(v.argmax(axis=1) == idx))
+            out[a] = _class_accuracy(a, v, truth)
         elif kind == "binary":
             out[a] = float(np.mean((v > 0.5) == np.array(truth, dtype=bool)))
         elif kind == "circular":
@@ -316,16 +324,10 @@ def attribute_agreement(readout: Readout, params: Sequence[FaceParams]) -> dict[
         explains, 0 when either side is constant) for binary and continuous ones; 1 − 4 × the mean
         angular error in turns, floored at 0, for the background hue (0 = a random hue).
     """
-    if len(params) != next(iter(readout.values())).shape[0]:
-        raise ValueError("params must hold one FaceParams per face of the readout")
     out: dict[str, float] = {}
-    for a in ATTRIBUTES:
-        v = readout[a].detach().double().cpu().numpy()
-        truth = [getattr(p, a) for p in params]
-        kind = _KIND[a]
+    for a, kind, v, truth in _readout_and_truth(readout, params):
         if kind == "onehot":
-            idx = np.array([class_names(a).index(t) for t in truth])
-            out[a] = float(np.mean(v.argmax(axis=1) == idx))
+            out[a] = _class_accuracy(a, v, truth)
         elif kind == "circular":
             d = np.remainder(v - np.array(truth), 1.0)
             out[a] = max(0.0, 1.0 - 4.0 * float(np.mean(np.minimum(d, 1.0 - d))))
