@@ -696,7 +696,7 @@ def _cell_text(c: CellResult | None) -> str:
 
 
 def format_settings_line(cfg: EvalConfig) -> str:
-    """The methods' settings in one line ("global α/β: glasses 6/0.35, ...; mapper strength 0.06; ...")."""
+    """The methods' settings in one line ("global α/β: glasses 6/0.5, ...; mapper strength 0.06; ...")."""
 
     def ab(alpha: float, beta: float | None) -> str:
         return f"{alpha:g}/{'auto' if beta is None else f'{beta:g}'}"
