@@ -61,18 +61,8 @@ PRESETS: tuple[tuple[str, str, float, float], ...] = (
     ("face", "old face", 4.0, 0.15),
     ("face", "face with beard", 4.0, 0.14),
 )
-# the demo world's attributes, with the texts and each prompt's α / β that `python -m editing evaluate`
-# measures (only those its generator draws: no smile, which it cannot draw yet)
-DEMO_PRESETS: tuple[tuple[str, str, float, float], ...] = (
-    ("a face", "a face with glasses", 6.0, 0.5),
-    ("a face", "a face with blond hair", 3.5, 0.4),
-    ("a face", "a face with a beard", 4.0, 0.7),
-    ("a face", "a face with purple hair", 5.0, 0.5),
-    ("a face", "a face with no hair", 3.0, 0.3),
-)
 # Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID, augmented CLIP views): the StyleCLIP
-# notebook's settings, and in the demo world those `python -m editing evaluate` uses there, with the
-# prompt it edits best (beard)
+# notebook's settings; the demo world takes those `python -m editing evaluate` uses (demo_settings)
 OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
     "a smiling face",
     40,
@@ -81,19 +71,11 @@ OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
     0.005,
     0,
 )
-DEMO_OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
-    "a face with a beard",
-    40,
-    0.3,
-    0.03,
-    0.1,
-    4,
-)
+DEMO_OPTIMISATION_PROMPT = "a face with a beard"  # the prompt the demo evaluation's optimisation edits best
 AUGMENT_SLIDER_MAX = 8
 # β slider: the StyleCLIP GUI's range; the demo world's edits need up to 0.7 (beard, EvalConfig)
 BETA_SLIDER, DEMO_BETA_SLIDER = (0.08, 0.3), (0.08, 0.8)
-# Mapper tab strength: upstream's 0.1; the demo mappers overshoot there, the evaluation uses 0.06
-MAPPER_STRENGTH, DEMO_MAPPER_STRENGTH = 0.1, 0.06
+MAPPER_STRENGTH = 0.1  # Mapper tab strength: upstream's (the demo world takes the evaluation's)
 MODES = (("Edit this face", "edit"), ("Free generation (CLIP loss only)", "free_generation"))
 
 
@@ -221,15 +203,35 @@ def on_demo_set(editor: FaceEditor | None) -> bool:
     return editor is not None and editor.name == "demo"
 
 
+@functools.cache
+def demo_settings():
+    """The demo evaluation's :class:`editing.evaluate.EvalConfig`, whose prompts and settings the demo
+    world's tabs start with (imported on first use: only a demo editor, which has loaded torch, asks)."""
+    from editing.evaluate import EvalConfig
+
+    return EvalConfig()
+
+
 def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, float], ...]:
-    """(neutral, target, α, β) presets of the Global tab: the demo world's attributes on the demo
-    set, the StyleCLIP paper's prompts otherwise; the first one fills the inputs at start."""
-    return DEMO_PRESETS if on_demo_set(editor) else PRESETS
+    """(neutral, target, α, β) presets of the Global tab: on the demo set the prompts the evaluation
+    checks and the generator draws (not smile), with each one's α / β; the StyleCLIP paper's prompts
+    otherwise. The first one fills the inputs at start."""
+    if not on_demo_set(editor):
+        return PRESETS
+    cfg = demo_settings()
+    return tuple(
+        (cfg.neutral, p.target, *cfg.global_setting(p))
+        for p in cfg.prompts
+        if p.attribute not in cfg.unreadable
+    )
 
 
 def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float, int]:
     """(prompt, steps, lr, λ_L2, λ_ID, augmented views) of the Optimisation tab at start (demo set or not)."""
-    return DEMO_OPTIMISATION_DEFAULTS if on_demo_set(editor) else OPTIMISATION_DEFAULTS
+    if not on_demo_set(editor):
+        return OPTIMISATION_DEFAULTS
+    o = demo_settings().optimization
+    return (DEMO_OPTIMISATION_PROMPT, o.steps, o.lr, o.l2_lambda, o.id_lambda, o.augment)
 
 
 def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:
@@ -239,7 +241,7 @@ def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:
 
 def mapper_strength_default(editor: FaceEditor | None) -> float:
     """The Mapper tab's strength at start (demo set or not)."""
-    return DEMO_MAPPER_STRENGTH if on_demo_set(editor) else MAPPER_STRENGTH
+    return demo_settings().strength if on_demo_set(editor) else MAPPER_STRENGTH
 
 
 def need_session(session: Session | None) -> Session:

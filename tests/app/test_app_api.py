@@ -199,22 +199,20 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     banner = props["model-banner"]["value"]
     assert "demo model set, 32 × 32 px" in banner and "demo world of cartoon faces" in banner
     assert "--models ffhq" in banner and "--weights DIR" in banner and "ffhq model set" not in banner
-    neutral, target, alpha, beta = app.DEMO_PRESETS[0]
+    presets = app.global_presets(editor)
+    neutral, target, alpha, beta = presets[0]
     assert props["neutral"]["value"] == neutral == "a face" and props["target"]["value"] == target
     assert props["alpha"]["value"] == alpha and props["beta"]["value"] == beta
-    # the presets are the prompts `python -m editing evaluate` checks in the demo world, less those
-    # whose attribute the demo generator does not draw (smile: offered, it shifted the hair colour)
+    # the presets are the prompts `python -m editing evaluate` checks in the demo world, with its α / β,
+    # less those whose attribute the demo generator does not draw (smile shifted the hair colour)
     cfg = EvalConfig()
-    drawn = [p.target for p in PROMPTS if p.attribute not in cfg.unreadable]
-    assert [p[1] for p in app.DEMO_PRESETS] == drawn and "a smiling face" not in drawn
     specs = [p for p in PROMPTS if p.attribute not in cfg.unreadable]
-    assert [(p[0], p[2], p[3]) for p in app.DEMO_PRESETS] == [
-        (cfg.neutral, *cfg.global_setting(spec)) for spec in specs
-    ]
+    assert [p[1] for p in presets] == [s.target for s in specs] and "smile" not in {s.name for s in specs}
+    assert list(presets) == [(cfg.neutral, s.target, *cfg.global_setting(s)) for s in specs]
     assert app.global_presets(None) == app.PRESETS
     # the optimisation tab starts with the evaluation's settings and a prompt it checks and can draw
     opt = cfg.optimization
-    prompt, steps, lr, l2, id_lambda, augment = app.DEMO_OPTIMISATION_DEFAULTS
+    prompt, steps, lr, l2, id_lambda, augment = app.optimisation_defaults(editor)
     assert (steps, lr, l2, id_lambda, augment) == (
         opt.steps,
         opt.lr,
@@ -222,14 +220,14 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
         opt.id_lambda,
         opt.augment,
     )
-    assert prompt in drawn and 0 < augment <= props["augment"]["maximum"]
+    assert prompt in [s.target for s in specs] and 0 < augment <= props["augment"]["maximum"]
     keys = ("prompt", "steps", "lr", "l2-lambda", "id-lambda", "augment")
-    assert [props[k]["value"] for k in keys] == list(app.DEMO_OPTIMISATION_DEFAULTS)
+    assert [props[k]["value"] for k in keys] == [prompt, steps, lr, l2, id_lambda, augment]
     assert app.optimisation_defaults(None) == app.OPTIMISATION_DEFAULTS
-    assert props["strength"]["value"] == app.DEMO_MAPPER_STRENGTH == cfg.strength
+    assert props["strength"]["value"] == app.mapper_strength_default(editor) == cfg.strength
     # every preset fits the β slider (Gradio refuses values outside it: the browser flow caught β 0.7)
     lo, hi = props["beta"]["minimum"], props["beta"]["maximum"]
-    assert (lo, hi) == app.DEMO_BETA_SLIDER and all(lo <= p[3] <= hi for p in app.DEMO_PRESETS)
+    assert (lo, hi) == app.DEMO_BETA_SLIDER and all(lo <= p[3] <= hi for p in presets)
     assert all(app.BETA_SLIDER[0] <= p[3] <= app.BETA_SLIDER[1] for p in app.PRESETS)
     assert app.beta_slider(None) == app.BETA_SLIDER
     assert app.mapper_strength_default(None) == app.MAPPER_STRENGTH
