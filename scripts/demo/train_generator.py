@@ -353,15 +353,30 @@ def group_style_inputs(g: Generator, assignment: dict[str, list[int]], grouping:
     be; toRGB styles (which global directions never move, as upstream) become constants so that no
     attribute is drawn through them.
     """
+    apply_style_masks(g, style_masks(g, assignment, grouping))
+
+
+def style_masks(
+    g: Generator, assignment: dict[str, list[int]], grouping: str = "attribute"
+) -> dict[str, torch.Tensor]:
+    """``{module: bool mask of its style affine's weight}``: True where :func:`group_style_inputs` keeps
+    a weight (a channel's own group's code dimensions; nothing for toRGB)."""
     groups = list(attribute_groups(grouping).values())
+    masks = {}
+    for layer in g.style_layers():
+        keep = torch.zeros_like(g.get_submodule(layer.module).conv.modulation.weight, dtype=torch.bool)
+        if not layer.is_torgb:
+            for c, k in enumerate(assignment[layer.module]):
+                keep[c, groups[k]] = True
+        masks[layer.module] = keep
+    return masks
+
+
+def apply_style_masks(g: Generator, masks: dict[str, torch.Tensor]) -> None:
+    """Zeroes the style weights outside ``masks`` (see :func:`style_masks`)."""
     with torch.no_grad():
-        for layer in g.style_layers():
-            weight = g.get_submodule(layer.module).conv.modulation.weight
-            keep = torch.zeros_like(weight, dtype=torch.bool)
-            if not layer.is_torgb:
-                for c, k in enumerate(assignment[layer.module]):
-                    keep[c, groups[k]] = True
-            weight.mul_(keep)
+        for module, keep in masks.items():
+            g.get_submodule(module).conv.modulation.weight.mul_(keep)
 
 
 def make_generator(config: GeneratorTrainConfig) -> Generator:
@@ -566,8 +581,9 @@ def train(
         zero_unused_style_inputs(g)  # files written before the columns were zeroed
     grouping = config.grouped_styles
     assignment = style_group_assignment(g, grouping) if grouping else None
-    if assignment is not None:
-        group_style_inputs(g, assignment, grouping)
+    masks = style_masks(g, assignment, grouping) if assignment is not None else None
+    if masks is not None:
+        apply_style_masks(g, masks)
     g.train()
     opt = make_optimizer(g, config)
     base_lrs = [group["lr"] for group in opt.param_groups]
@@ -589,8 +605,8 @@ def train(
             w_soft, target_soft = soft_batch(z[:n_soft], soft_rng, config.size, g.style_dim)
             w, target = torch.cat([w_soft, w[n_soft:]]), torch.cat([target_soft, target])
         loss = train_step(g, opt, z, target, config.grad_lambda, config.detail_lambda, config.l2_lambda, w=w)
-        if assignment is not None:
-            group_style_inputs(g, assignment, grouping)  # Adam's momentum must not refill the zeroed weights
+        if masks is not None:
+            apply_style_masks(g, masks)  # Adam's momentum must not refill the zeroed weights
         running = loss if running is None else 0.98 * running + 0.02 * loss
         elapsed = time.perf_counter() - start
         if step % log_every == 0 or step == config.steps:
