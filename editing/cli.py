@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment", type=int, default=None, help="optimize: CLIP loss over N augmented views (0 = upstream)"
     )
+    p.add_argument(
+        "--levels",
+        default=None,
+        help="optimize: W+ levels that move, comma-separated of coarse,medium,fine (default all, upstream)",
+    )
     p.add_argument("--mode", default="edit", choices=("edit", "free_generation"), help="optimize mode")
     p.add_argument("--seed", type=int, default=None, help="random face when no INPUT is given")
     p.add_argument("--truncation", type=float, default=0.7, help="psi for --seed faces (default 0.7)")
@@ -191,6 +196,7 @@ def _run_edit(args: argparse.Namespace, t0: float) -> dict:
                 "id_lambda": args.id_lambda,
                 "augment": args.augment,
                 "mode": args.mode,
+                "levels": None if args.levels is None else tuple(v.strip() for v in args.levels.split(",")),
             }.items()
             if v is not None
         }
@@ -267,9 +273,10 @@ def _settings_dict(settings) -> dict:
     import dataclasses
 
     return {
-        k: v
+        k: list(v) if isinstance(v, tuple) and all(isinstance(x, str) for x in v) else v
         for k, v in dataclasses.asdict(settings).items()
         if isinstance(v, (int, float, str, bool, type(None)))
+        or (isinstance(v, tuple) and all(isinstance(x, str) for x in v))
     }
 
 

@@ -78,6 +78,10 @@ def _kind(attribute: str) -> str:
     return VECTOR_DIMS[attribute_slice(attribute)][0].kind
 
 
+# OptimizationSettings fields a prompt may set for itself (the rest are the run's: steps, λ_ID, mode...)
+OPTIMIZATION_OVERRIDES = ("lr", "l2_lambda", "levels", "augment")
+
+
 @dataclass(frozen=True)
 class PromptSpec:
     """One evaluated prompt and how the oracle judges it.
@@ -100,6 +104,9 @@ class PromptSpec:
     unless: tuple[tuple[str, str], ...] = ()
     # global directions: this prompt's (α, β), or None for the config's; see PROMPTS
     global_setting: tuple[float, float | None] | None = None
+    # latent optimisation: (field, value) pairs that replace the config's OptimizationSettings for this
+    # prompt, e.g. (("levels", ("medium", "fine")),); see PROMPTS
+    optimization: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -128,6 +135,13 @@ class PromptSpec:
             if not isinstance(self.global_setting, tuple) or len(self.global_setting) != 2:
                 raise ValueError(f"global_setting must be an (alpha, beta) pair, got {self.global_setting!r}")
             GlobalSettings(self.target, alpha=self.global_setting[0], beta=self.global_setting[1])
+        if not isinstance(self.optimization, tuple) or not all(
+            isinstance(kv, tuple) and len(kv) == 2 and kv[0] in OPTIMIZATION_OVERRIDES
+            for kv in self.optimization
+        ):
+            pairs = f"(field, value) pairs of {OPTIMIZATION_OVERRIDES}"
+            raise ValueError(f"optimization must be {pairs}, got {self.optimization!r}")
+        OptimizationSettings(**dict(self.optimization))  # checks the values
         for attribute, cls in self.unless:
             if (
                 attribute not in ATTRIBUTES
@@ -163,7 +177,9 @@ PROMPTS: tuple[PromptSpec, ...] = (
     PromptSpec(
         "smile", "a smiling face", "smile", min_shift=0.1, max_start=0.65, mappers=("smile", "smiling")
     ),
-    PromptSpec("glasses", "a face with glasses", "glasses", global_setting=(6.0, 0.5)),
+    PromptSpec(
+        "glasses", "a face with glasses", "glasses", global_setting=(6.0, 0.5), optimization=(("augment", 0),)
+    ),
     # a bald head shows its hair colour only in the eyebrows (the oracle reads purple there on 0 of 5
     # bald faces given the purple code, 15 of 15 others): hair colour prompts use faces with hair
     PromptSpec(
@@ -174,6 +190,7 @@ PROMPTS: tuple[PromptSpec, ...] = (
         mappers=("blond_hair", "blonde_hair"),
         unless=(("hair_style", "bald"),),
         global_setting=(3.5, 0.4),
+        optimization=(("levels", ("medium", "fine")),),
     ),
     # beard in [0, 1]; 0.3 is a chin beard with moustache; the oracle's MAE is 0.024
     PromptSpec(
@@ -186,6 +203,7 @@ PROMPTS: tuple[PromptSpec, ...] = (
         towards="purple",
         unless=(("hair_style", "bald"),),
         global_setting=(5.0, 0.5),
+        optimization=(("levels", ("medium", "fine")),),
     ),
     # without hair the hair colour shows only in the eyebrows: not checked
     PromptSpec(
@@ -248,6 +266,7 @@ class EvalConfig:
     alpha: float = 2.5
     beta: float | None = 0.2  # global directions: threshold; None = auto-β
     per_prompt_global: bool = True  # use each prompt's global_setting where it has one
+    per_prompt_optimization: bool = True  # apply each prompt's optimization overrides
     # mapper: step, w + strength * M(w). The demo mappers (trained at upstream's 0.1) overshoot there:
     # validation success (seeds 1000+ and 2000+, 3 mappers) 53 % at 0.1, 70 % at 0.07, 72 % at 0.06,
     # 75 % at 0.05, 47 % at 0.04 (too little: blond 35 %); 0.06 keeps away from that edge
@@ -277,8 +296,9 @@ class EvalConfig:
             raise ValueError(f"methods must not repeat, got {self.methods}")
         for p in self.prompts:  # validates alpha, beta and the texts now, before any model is loaded
             GlobalSettings(p.target, neutral=self.neutral, alpha=self.alpha, beta=self.beta)
-        if not isinstance(self.per_prompt_global, bool):
-            raise ValueError(f"per_prompt_global must be True or False, got {self.per_prompt_global!r}")
+        for name in ("per_prompt_global", "per_prompt_optimization"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         MapperSettings("check", strength=self.strength)
         unknown = sorted(set(self.unreadable) - set(ATTRIBUTES))
         if unknown:
@@ -296,6 +316,14 @@ class EvalConfig:
         """The :class:`GlobalSettings` that edit one prompt."""
         alpha, beta = self.global_setting(spec)
         return GlobalSettings(spec.target, neutral=self.neutral, alpha=alpha, beta=beta)
+
+    def optimization_settings(self, spec: PromptSpec, id_lambda: float | None = None) -> OptimizationSettings:
+        """The latent optimisation of one prompt: the config's with the prompt's own overrides (unless
+        ``per_prompt_optimization`` is off), and ``id_lambda`` in place of the config's when given."""
+        own = dict(spec.optimization) if self.per_prompt_optimization else {}
+        if id_lambda is not None:
+            own["id_lambda"] = id_lambda
+        return dataclasses.replace(self.optimization, **own)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -706,9 +734,18 @@ def format_settings_line(cfg: EvalConfig) -> str:
     if len(own) < len(cfg.prompts):
         parts.append(f"{'others ' if own else ''}{ab(cfg.alpha, cfg.beta)}")
     opt = cfg.optimization
+
+    def optimisation(o: OptimizationSettings) -> str:
+        levels = "" if len(o.levels) == 3 else f", levels {'+'.join(o.levels)}"
+        return f"lr {o.lr:g}, λ_L2 {o.l2_lambda:g}, augmented views {o.augment}{levels}"
+
+    own = [p for p in cfg.prompts if cfg.per_prompt_optimization and p.optimization]
+    opt_parts = [f"{p.label}: {optimisation(cfg.optimization_settings(p))}" for p in own]
+    if len(own) < len(cfg.prompts):
+        opt_parts.append(f"{'others: ' if own else ''}{optimisation(opt)}")
     return (
         f"global α/β: {', '.join(parts)}; mapper strength {cfg.strength:g}; optimisation {opt.steps} steps, "
-        f"lr {opt.lr:g}, λ_L2 {opt.l2_lambda:g}, λ_ID {opt.id_lambda:g}, augmented views {opt.augment}"
+        f"λ_ID {opt.id_lambda:g}; {'; '.join(opt_parts)}"
     )
 
 
@@ -870,7 +907,6 @@ def run_evaluation(
 
     cells: list[CellResult] = []
     id0_cells: list[CellResult] = []
-    opt0 = dataclasses.replace(cfg.optimization, id_lambda=0.0)
     compare = (
         cfg.compare_id_lambda
         and "optimize" in cfg.methods
@@ -918,9 +954,9 @@ def run_evaluation(
                     CellResult(method, spec.name, "unavailable", "no face without the target among the seeds")
                 )
                 continue
-            runs = [(cells, cfg.optimization)]
+            runs = [(cells, cfg.optimization_settings(spec))]
             if method == "optimize" and compare:
-                runs.append((id0_cells, opt0))
+                runs.append((id0_cells, cfg.optimization_settings(spec, id_lambda=0.0)))
             for sink, opt in runs:
                 t0 = time.perf_counter()
                 edited = [_edit(editor, method, spec, latents[s], cfg, opt, mapper_name) for s in face_seeds]
@@ -1147,20 +1183,31 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         default=opt.id_lambda,
         help=f"optimisation λ_ID (default {opt.id_lambda:g})",
     )
+    own = "each prompt's own where it has one, else"  # the per-prompt optimisation overrides
     p.add_argument(
         "--l2-lambda",
         type=float,
-        default=opt.l2_lambda,
-        help=f"optimisation λ_L2 (default {opt.l2_lambda:g})",
+        default=None,
+        help=f"optimisation λ_L2 for every prompt (default: {own} {opt.l2_lambda:g})",
     )
     p.add_argument(
-        "--lr", type=float, default=opt.lr, help=f"optimisation learning rate (default {opt.lr:g})"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"optimisation learning rate for every prompt (default: {own} {opt.lr:g})",
     )
     p.add_argument(
         "--augment",
         type=int,
-        default=opt.augment,
-        help=f"optimisation: CLIP loss over N augmented views, 0 = upstream (default {opt.augment})",
+        default=None,
+        help=f"optimisation: CLIP loss over N augmented views for every prompt, 0 = upstream (default: {own} "
+        f"{opt.augment})",
+    )
+    p.add_argument(
+        "--levels",
+        default=None,
+        help="optimisation: comma-separated W+ levels that move (coarse, medium, fine) for every prompt "
+        f"(default: {own} all)",
     )
     p.add_argument("--no-id-compare", action="store_true", help="skip the λ_ID = 0 optimisation runs")
     p.add_argument(
@@ -1207,6 +1254,12 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             beta = float(args.beta)
         except ValueError:
             raise ValueError(f"--beta must be a number or 'auto', got {args.beta!r}") from None
+    # optimisation settings given on the command line hold for every prompt (no per-prompt overrides)
+    shared: dict[str, Any] = {
+        k: getattr(args, k) for k in ("lr", "l2_lambda", "augment") if getattr(args, k, None) is not None
+    }
+    if getattr(args, "levels", None) is not None:
+        shared["levels"] = tuple(v.strip() for v in str(args.levels).split(",") if v.strip())
     return EvalConfig(
         faces=args.faces,
         seed=args.seed,
@@ -1217,14 +1270,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         beta=beta,
         per_prompt_global=args.alpha is None and args.beta is None,
         strength=args.strength,
-        optimization=OptimizationSettings(
-            steps=args.steps,
-            id_lambda=args.id_lambda,
-            l2_lambda=args.l2_lambda,
-            lr=args.lr,
-            preview_every=0,
-            augment=args.augment,
+        optimization=dataclasses.replace(
+            d.optimization, steps=args.steps, id_lambda=args.id_lambda, **shared
         ),
+        per_prompt_optimization=not shared,
         compare_id_lambda=not args.no_id_compare,
         unreadable=() if args.check_all_attributes else UNREADABLE_DEMO,
     )

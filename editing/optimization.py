@@ -55,6 +55,7 @@ from typing import Any
 import torch
 
 from editing.checks import check_float, check_int
+from models.latent_mapper import LEVELS, level_rows
 from models.stylegan2 import Generator
 
 MODES = ("edit", "free_generation")
@@ -66,6 +67,7 @@ MAX_AUGMENT = 32  # CLIP views per step
 AUGMENT_SHIFT = 0.15  # largest shift and scale change of a view, in half-widths (0.15 = 7.5 % of the image)
 AUGMENT_NOISE = 0.1  # std of the Gaussian noise added to a view ([-1, 1] pixel range)
 AUGMENT_SEED = 0  # the views of a run are drawn from a CPU generator seeded with this
+LEVEL_SPLIT = (4, 8)  # first W+ row of the medium and of the fine level, as for the latent mappers
 LOSS_SIZES = (32, 64, 128, 256, 512, 1024)  # CLIP's resampling needs a multiple of 32
 LR_RAMPDOWN = 0.25  # fraction of the run over which the lr decays to 0 (cosine), upstream get_lr
 LR_RAMPUP = 0.05  # fraction of the run over which the lr rises linearly from 0
@@ -89,6 +91,7 @@ class OptimizationSettings:
     loss_size: int | None = 256  # px of the image the losses see (capped at the generator's); None = full
     preview_every: int = 10  # hand a preview image to on_step every N steps; 0 = never
     augment: int = 0  # CLIP loss averaged over this many augmented views; 0 = the image itself (upstream)
+    levels: tuple[str, ...] = LEVELS  # W+ levels whose rows move (space "w+"); upstream: all three
 
     def __post_init__(self):
         check_int(self.steps, "steps", 1, MAX_STEPS)
@@ -106,6 +109,10 @@ class OptimizationSettings:
             raise ValueError(f"loss_size must be None or one of {LOSS_SIZES}, got {self.loss_size!r}")
         check_int(self.preview_every, "preview_every", 0, MAX_STEPS)
         check_int(self.augment, "augment", 0, MAX_AUGMENT)
+        levels = tuple(self.levels) if isinstance(self.levels, (tuple, list)) else None
+        if not levels or any(lv not in LEVELS for lv in levels) or len(set(levels)) != len(levels):
+            raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {self.levels!r}")
+        object.__setattr__(self, "levels", tuple(lv for lv in LEVELS if lv in levels))
 
 
 @dataclass(frozen=True)
@@ -341,13 +348,20 @@ def optimize_latent(
     if settings.space == "w+":
         latent = w0.clone().requires_grad_(True)  # (1, n_latent, 512)
         params = [latent]
+        rows = level_rows(generator.n_latent, LEVEL_SPLIT)
+        moving = torch.zeros(1, generator.n_latent, 1, dtype=torch.bool, device=device)
+        for lv in settings.levels:
+            moving[:, rows[lv]] = True
+
+        def current() -> torch.Tensor:  # rows of the other levels stay w0 (and get no gradient)
+            return latent if len(settings.levels) == len(LEVELS) else torch.where(moving, latent, w0)
 
         def styles_now() -> list[torch.Tensor]:
-            styles = generator.w_plus_to_styles(latent)
+            styles = generator.w_plus_to_styles(current())
             return styles if s_offset is None else [s + d for s, d in zip(styles, s_offset, strict=True)]
 
         def l2_now() -> torch.Tensor:
-            return ((latent - w0) ** 2).sum()
+            return ((current() - w0) ** 2).sum()
     else:
         s_vars = [
             s.clone().requires_grad_(not layer.is_torgb) for s, layer in zip(styles0, layers, strict=True)
@@ -410,7 +424,7 @@ def optimize_latent(
                     break
             del img, loss, c_loss, i_loss, l2
 
-    w_plus = w0.float().cpu() if settings.space == "s" else latent.detach().float().cpu()
+    w_plus = w0.float().cpu() if settings.space == "s" else current().detach().float().cpu()
     if settings.space == "s":
         s_delta = tuple((s - s_w).detach()[0].float().cpu() for s, s_w in zip(s_vars, styles_w0, strict=True))
     elif s_offset is not None:

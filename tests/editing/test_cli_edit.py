@@ -128,6 +128,7 @@ def test_mapper_edit_chains_on_a_latent_file(weights, s_stats, tmp_path, capsys)
         (["--method", "optimize", "--target", "face", "--seed", "1", "--steps", "-3"], "steps"),
         (["--method", "optimize", "--target", "face", "--seed", "1", "--l2-lambda", "nan"], "l2_lambda"),
         (["--method", "optimize", "--target", "face", "--seed", "1", "--augment", "99"], "augment"),
+        (["--method", "optimize", "--target", "face", "--seed", "1", "--levels", "eyes"], "levels"),
     ],
 )
 def test_bad_edit_arguments_exit_2_with_one_line(extra, message, weights, s_stats, tmp_path, capsys):
@@ -182,4 +183,17 @@ def test_optimize_edit_from_seed(weights, tmp_path, capsys):
     assert summary["info"]["steps"] == 3 and len(summary["info"]["clip_loss_history"]) == 3
     assert summary["parameters"]["steps"] == 3 and summary["parameters"]["l2_lambda"] == 0.008
     assert summary["parameters"]["augment"] == 0  # upstream's loss unless --augment is given
+    assert summary["parameters"]["levels"] == ["coarse", "medium", "fine"]  # every row moves, as upstream
+    start = np.load(tmp_path / "o.npy")
+    code, out, err = _run(
+        capsys, "edit", "--seed", 5, "--method", "optimize", "--target", "a smiling face", "--steps", 3,
+        "--levels", "fine,medium", "--out", tmp_path / "f.png", "--weights", weights, "--no-metrics",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["parameters"]["levels"] == ["medium", "fine"]
+    # a seeded start has every W+ row equal: the coarse rows (0-3) must still be, the others moved
+    fine = np.load(tmp_path / "f.npy")
+    assert (fine[..., :4, :] == fine[..., :1, :]).all()
+    assert (np.abs(fine[..., 4:, :] - fine[..., :1, :]).max(axis=-1) > 0).all()
+    assert (np.abs(start[..., 1:4, :] - start[..., :1, :]).max(axis=-1) > 0).all()  # the full run moves them
     assert summary["metrics"]["identity_similarity"] is not None and (tmp_path / "o.npy").is_file()

@@ -303,6 +303,36 @@ def test_global_directions_use_each_prompts_own_alpha_beta_unless_one_is_given()
     assert format_settings_line(auto).startswith("global α/β: 2.5/auto;")
 
 
+def test_optimisation_uses_each_prompts_own_overrides_unless_settings_are_given():
+    cfg = EvalConfig()
+    spec = replace(prompt_by_name("purple_hair"), optimization=(("levels", ("fine", "medium")), ("lr", 0.5)))
+    plain = replace(spec, name="plain", optimization=())
+    cfg = replace(cfg, prompts=(spec, plain))
+    own = cfg.optimization_settings(spec)
+    assert (own.levels, own.lr) == (("medium", "fine"), 0.5)
+    assert replace(own, levels=cfg.optimization.levels, lr=cfg.optimization.lr) == cfg.optimization
+    assert cfg.optimization_settings(plain) == cfg.optimization
+    assert cfg.optimization_settings(spec, id_lambda=0.0).id_lambda == 0.0  # the λ_ID comparison's run
+    assert cfg.optimization_settings(spec, id_lambda=0.0).levels == ("medium", "fine")
+    assert replace(cfg, per_prompt_optimization=False).optimization_settings(spec) == cfg.optimization
+    line = format_settings_line(cfg)
+    assert "purple hair: lr 0.5, λ_L2 0.03, augmented views 4, levels medium+fine" in line
+    assert line.endswith("; others: lr 0.3, λ_L2 0.03, augmented views 4")
+    for bad in ((("steps", 5),), (("levels", ("eyes",)),), ("levels",), (("lr", -1.0),)):
+        with pytest.raises(ValueError):
+            replace(spec, optimization=bad)
+    # the command: without --lr / --l2-lambda / --augment / --levels each prompt's own; with any, one for all
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    default = config_from_args(parser.parse_args([]))
+    assert default.per_prompt_optimization and default.optimization == EvalConfig().optimization
+    one = config_from_args(parser.parse_args(["--levels", "fine,medium", "--augment", "0"]))
+    assert not one.per_prompt_optimization
+    assert (one.optimization.levels, one.optimization.augment) == (("medium", "fine"), 0)
+    assert one.optimization.lr == EvalConfig().optimization.lr
+    assert {one.optimization_settings(p) for p in PROMPTS} == {one.optimization}
+
+
 # ------------------------------------------------------------------------------ the command, tiny models
 def _tiny_oracle(path: Path) -> None:
     """A tiny oracle in the official format whose readout varies a little around a plain face

@@ -211,6 +211,43 @@ def test_previews_come_at_loss_size(clip):
     assert torch.equal(r.w_plus[:, rows_32:], w0[:, rows_32:])
 
 
+# ------------------------------------------------------------------------------ levels
+@pytest.mark.parametrize("levels", [("medium", "fine"), ("coarse",), ("fine",)])
+def test_only_the_rows_of_the_chosen_levels_move(models, clip, levels):
+    """Rows outside the chosen levels stay exactly w0; the others move and the CLIP loss falls, and the
+    L2 term counts only what moved (the 32-px generator has 8 rows: coarse 0-3, medium 4-7, fine none
+    beyond, so ("fine",) is checked on a 64-px one)."""
+    g, w_avg = models
+    if levels == ("fine",):
+        ckpt = make_stylegan2_checkpoint(size=64, channel_multiplier=1, n_mlp=2, seed=12)
+        g = Generator.from_state_dict(ckpt["g_ema"]).eval().requires_grad_(False)
+        w_avg = ckpt["latent_avg"].reshape(1, -1)
+    w0 = start_latent(g, w_avg, seed=5, truncation=0.7)
+    w0 = w0 + 0.3 * torch.randn(w0.shape, generator=torch.Generator().manual_seed(1))  # distinct rows
+    text = _text(clip)
+    settings = OptimizationSettings(steps=8, lr=0.05, levels=levels)
+    r = optimize_latent(g, clip, text, w0, settings=settings)
+    rows = {"coarse": range(0, 4), "medium": range(4, 8), "fine": range(8, g.n_latent)}
+    moving = sorted(i for lv in levels for i in rows[lv])
+    still = [i for i in range(g.n_latent) if i not in moving]
+    assert moving and torch.equal(r.w_plus[:, still], w0[:, still])
+    assert (r.w_plus[0, moving] - w0[0, moving]).abs().amax(dim=1).min() > 0  # every chosen row moved
+    assert r.history[-1].l2 == pytest.approx(((r.w_plus - w0) ** 2).sum().item(), rel=0.5)
+    assert _full_clip_loss(g, clip, r.w_plus, text) < r.history[0].clip
+
+
+def test_all_levels_is_the_unrestricted_optimisation(models, clip):
+    g, w_avg = models
+    w0 = start_latent(g, w_avg, seed=6, truncation=0.7)
+    text = _text(clip)
+    a = optimize_latent(g, clip, text, w0, settings=OptimizationSettings(steps=3))
+    b = optimize_latent(
+        g, clip, text, w0, settings=OptimizationSettings(steps=3, levels=("fine", "medium", "coarse"))
+    )
+    assert torch.equal(a.w_plus, b.w_plus)
+    assert (a.w_plus - w0).abs().amax(dim=2).min() > 0  # every row moves
+
+
 # ------------------------------------------------------------------------------ StyleSpace
 def test_stylespace_mode_changes_only_s(models, clip):
     g, w_avg = models
@@ -315,6 +352,10 @@ def test_start_latent(models):
         ("augment", -1),
         ("augment", 33),
         ("augment", 2.5),
+        ("levels", ()),
+        ("levels", ("coarse", "coarse")),
+        ("levels", ("eyes",)),
+        ("levels", "fine"),
     ],
 )
 def test_settings_validation_names_the_field(field, value):
@@ -333,6 +374,9 @@ def test_settings_defaults_are_the_notebook_ones():
         0.7,
     )
     assert (s.space, s.loss_size, s.augment) == ("w+", 256, 0)
+    assert s.levels == ("coarse", "medium", "fine")  # every W+ row moves, as upstream
+    # levels are kept in W+ row order whatever order they are given in
+    assert OptimizationSettings(levels=["fine", "coarse"]).levels == ("coarse", "fine")
 
 
 def test_bad_inputs(models, clip):
