@@ -47,6 +47,7 @@ from editing.demo.faces import (
     HAIR_STYLE_PRIOR,
     HAIR_STYLES,
     LIPSTICK_PRIOR,
+    MOUTH_CENTRE,
     VECTOR_DIMS,
     VECTOR_SIZE,
     FaceParams,
@@ -89,6 +90,9 @@ class GeneratorTrainConfig:
     step_width: float = 0.01  # width of the mapping's ramps at category / binary thresholds (z units)
     # share of each batch that is a face part-way through a one-attribute edit (see soft_batch)
     soft_share: float = 0.0
+    # extra weight of the (detail-weighted) squared and absolute error in a soft box around the mouth,
+    # where smile and lipstick are drawn in lines 1-2 px thick (see mouth_weight)
+    mouth_lambda: float = 0.0
     # "attribute": every S channel of a convolution reads one attribute's code dimensions only;
     # "dimension": one code dimension only (hair colours / styles split); "": dense. toRGB styles are
     # constant when grouped (see group_style_inputs)
@@ -397,18 +401,35 @@ def make_optimizer(g: Generator, config: GeneratorTrainConfig) -> torch.optim.Op
     return torch.optim.Adam([p for p in g.parameters() if p.requires_grad], lr=config.lr, betas=(0.9, 0.99))
 
 
+def mouth_weight(size: int) -> torch.Tensor:
+    """(1, 1, size, size) weight, 1 on a box around the renderer's mouth (``MOUTH_CENTRE`` ± 0.125 of
+    the width across, ± 0.06 down; every face is FFHQ-aligned, so the mouth is always there), falling
+    to 0 over 2 px outside it. At 64 px it holds every closed mouth and >= 90 % of an open grin's
+    pixels (the lower lip of the widest reaches 4 px further down)."""
+    mx, my = MOUTH_CENTRE
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+
+    def ramp(d: torch.Tensor, half: float) -> torch.Tensor:
+        return (1.0 - (d.abs() - half).clamp(min=0.0) * size / 2.0).clamp(min=0.0)
+
+    wx, wy = ramp(c - mx, 0.125), ramp(c - my, 0.06)
+    return (wy[:, None] * wx[None, :])[None, None]
+
+
 def image_loss(
     img: torch.Tensor,
     target: torch.Tensor,
     grad_lambda: float,
     detail_lambda: float = 0.0,
     l2_lambda: float = 0.0,
+    mouth_lambda: float = 0.0,
 ) -> torch.Tensor:
     """L1 on pixels plus ``grad_lambda`` times L1 on horizontal and vertical differences (edges), plus
     ``detail_lambda`` times an L1 weighted by the target's local detail |target - box3x3(target)|
     (eyes, mouth, glasses frames, wrinkles: a few pixels each, which a plain L1 learns last), plus
     ``l2_lambda`` times the squared error weighted the same way: where a thin line's position is still
     uncertain, L1's optimum is the median (no line at all) while the squared error's is a faint line.
+    ``mouth_lambda`` adds both (L1 and 4 x squared, detail-weighted) again inside :func:`mouth_weight`.
 
     Args:
         img, target: (B, 3, H, W) in [-1, 1].
@@ -428,6 +449,11 @@ def image_loss(
         smooth = F.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
         weight = 1.0 + (target - smooth).abs().sum(1, keepdim=True)
         loss = loss + l2_lambda * (weight * (img - target).pow(2)).mean()
+    if mouth_lambda:
+        smooth = F.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+        weight = (1.0 + (target - smooth).abs().sum(1, keepdim=True)) * mouth_weight(target.shape[-1])
+        err = (img - target).abs()
+        loss = loss + mouth_lambda * (weight * (err + 4.0 * err.pow(2))).mean()
     return loss
 
 
@@ -523,6 +549,7 @@ def train_step(
     detail_lambda: float = 0.0,
     l2_lambda: float = 0.0,
     w: torch.Tensor | None = None,
+    mouth_lambda: float = 0.0,
 ) -> float:
     """One Adam step of G(z) (or of the given w's) towards the rendered target; returns the loss
     before the step."""
@@ -530,7 +557,7 @@ def train_step(
     if w is None:
         with torch.no_grad():
             w = g.mapping(z)
-    loss = image_loss(fast_synthesis(g, w), target, grad_lambda, detail_lambda, l2_lambda)
+    loss = image_loss(fast_synthesis(g, w), target, grad_lambda, detail_lambda, l2_lambda, mouth_lambda)
     loss.backward()
     opt.step()
     return float(loss.detach())
@@ -604,7 +631,17 @@ def train(
         if n_soft:
             w_soft, target_soft = soft_batch(z[:n_soft], soft_rng, config.size, g.style_dim)
             w, target = torch.cat([w_soft, w[n_soft:]]), torch.cat([target_soft, target])
-        loss = train_step(g, opt, z, target, config.grad_lambda, config.detail_lambda, config.l2_lambda, w=w)
+        loss = train_step(
+            g,
+            opt,
+            z,
+            target,
+            config.grad_lambda,
+            config.detail_lambda,
+            config.l2_lambda,
+            w,
+            config.mouth_lambda,
+        )
         if masks is not None:
             apply_style_masks(g, masks)  # Adam's momentum must not refill the zeroed weights
         running = loss if running is None else 0.98 * running + 0.02 * loss
@@ -663,6 +700,9 @@ def main() -> None:
         default="",
         help="one attribute (or one code dimension) per S channel, constant toRGB styles",
     )
+    parser.add_argument(
+        "--mouth-lambda", type=float, default=0.0, help="extra error weight in a box around the mouth"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = GeneratorTrainConfig(
@@ -673,6 +713,7 @@ def main() -> None:
         l2_lambda=args.l2_lambda,
         soft_share=args.soft_share,
         grouped_styles=args.grouped_styles,
+        mouth_lambda=args.mouth_lambda,
     )
     init = torch.load(args.init, weights_only=True)["g_ema"] if args.init else None
     g, stats = train(

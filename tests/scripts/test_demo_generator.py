@@ -40,8 +40,10 @@ from scripts.demo.train_generator import (
     construct_mapping,
     fast_synthesis,
     group_style_inputs,
+    image_loss,
     make_generator,
     make_optimizer,
+    mouth_weight,
     psnr,
     render_targets,
     save_generator,
@@ -450,3 +452,36 @@ def test_encoder_training_runs_the_code_phase_then_the_full_loss():
     assert [line.split()[0] for line in lines] == ["code"] * 4 + ["step"] * 2
     mse = [float(line.split("MSE ")[1].split()[0]) for line in lines[:4]]
     assert mse[-1] < mse[0] and stats["steps"] == 2 and not enc.training
+
+
+def test_the_mouth_weight_covers_the_rendered_mouths_and_only_weights_errors_there():
+    """mouth_lambda adds error weight in a box at the renderer's mouth: full weight on every closed
+    mouth (frown to a slight smile, with or without lipstick), some weight on >= 90 % of an open grin
+    (whose lower lip reaches 4 px lower), none at the eyes; an error there costs more, elsewhere the same."""
+    from editing.demo.faces import FaceParams, render_face
+
+    m = mouth_weight(64)[0, 0]
+    assert m.max() == 1.0 and m.min() == 0.0
+
+    def changed(smiles: tuple[float, ...]) -> torch.Tensor:
+        out = torch.zeros(64, 64, dtype=torch.bool)
+        for smile in smiles:
+            for lipstick in (False, True):
+                a = render_face(FaceParams(smile=smile, lipstick=lipstick), 64)
+                b = render_face(FaceParams(smile=0.0 if smile else 0.3, lipstick=not lipstick), 64)
+                diff = np.abs(np.asarray(a).astype(float) - np.asarray(b).astype(float)).sum(-1)
+                out |= torch.from_numpy(diff > 30)
+        return out
+
+    closed, grin = changed((-1.0, -0.5, 0.0, 0.3)), changed((0.5, 1.0))
+    assert closed.sum() > 40 and (m[closed] == 1.0).all()
+    assert grin.sum() > 60 and (m[grin] > 0).float().mean() >= 0.9
+    assert m[:36].sum() == 0  # nothing at the eyes (row 30 at 64 px) or above
+    target = torch.zeros(1, 3, 64, 64)
+    for y, x in ((45, 32), (20, 20)):  # the same error at the mouth and on the forehead
+        img = target.clone()
+        img[..., y, x] = 0.5
+        plain = image_loss(img, target, 1.0, 2.0, 4.0)
+        assert image_loss(img, target, 1.0, 2.0, 4.0, mouth_lambda=0.0) == plain
+        weighted = image_loss(img, target, 1.0, 2.0, 4.0, mouth_lambda=16.0)
+        assert (weighted > plain) if (y, x) == (45, 32) else (weighted == plain)
