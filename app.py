@@ -73,6 +73,9 @@ OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
 )
 DEMO_OPTIMISATION_PROMPT = "a face with a beard"  # the prompt the demo evaluation's optimisation edits best
 AUGMENT_SLIDER_MAX = 8
+# W+ levels the Optimisation tab lets move (models.latent_mapper.LEVELS, kept here so that
+# importing the app needs no torch): coarse rows 0-3, medium 4-7, fine the rest
+OPTIMISATION_LEVELS = ("coarse", "medium", "fine")
 # β slider: the StyleCLIP GUI's range; the demo world's edits need up to 0.7 (beard, EvalConfig)
 BETA_SLIDER, DEMO_BETA_SLIDER = (0.08, 0.3), (0.08, 0.8)
 MAPPER_STRENGTH = 0.1  # Mapper tab strength: upstream's (the demo world takes the evaluation's)
@@ -542,12 +545,22 @@ def edit_mapper(
 
 
 def optimization_settings(
-    steps: float, l2_lambda: float, id_lambda: float, lr: float, mode: str, augment: float = 0
+    steps: float,
+    l2_lambda: float,
+    id_lambda: float,
+    lr: float,
+    mode: str,
+    augment: float = 0,
+    levels: list[str] | tuple[str, ...] | None = OPTIMISATION_LEVELS,
 ):
     from editing.optimization import MAX_STEPS, OptimizationSettings
 
     n = whole_number(steps, "steps", 1, MAX_STEPS)
+    levels = OPTIMISATION_LEVELS if levels is None else levels
+    if not levels:
+        raise ValueError("Tick at least one W+ level to optimise (coarse, medium or fine).")
     return OptimizationSettings(
+        levels=tuple(levels),
         steps=n,
         lr=lr,
         l2_lambda=l2_lambda,
@@ -751,9 +764,19 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
 
     @user_errors
     def on_optimize(
-        session, target, steps, l2_lambda, id_lambda, lr, mode, seed, augment=0, progress=gr.Progress()
+        session,
+        target,
+        steps,
+        l2_lambda,
+        id_lambda,
+        lr,
+        mode,
+        seed,
+        augment=0,
+        levels=OPTIMISATION_LEVELS,
+        progress=gr.Progress(),
     ):
-        settings = optimization_settings(steps, l2_lambda, id_lambda, lr, mode, augment)
+        settings = optimization_settings(steps, l2_lambda, id_lambda, lr, mode, augment, levels)
         with contextlib.closing(run_optimization(editor, session, target, settings, seed)) as events:
             yield from optimization_frames(events, progress)
 
@@ -900,6 +923,12 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                         label="Augmented CLIP views (0 = StyleCLIP's loss)",
                         elem_id="augment",
                     )
+                    opt_levels = gr.CheckboxGroup(
+                        choices=list(OPTIMISATION_LEVELS),
+                        value=list(OPTIMISATION_LEVELS),
+                        label="W+ levels that move (coarse: shape and hair style; fine: colours)",
+                        elem_id="opt-levels",
+                    )
                 with gr.Row():
                     opt_btn = gr.Button("Optimise", variant="primary", elem_id="optimize")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -997,7 +1026,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
         )
         opt_event = opt_btn.click(
             on_optimize,
-            [session, prompt, steps, l2_lambda, id_lambda, lr, mode, opt_seed, augment],
+            [session, prompt, steps, l2_lambda, id_lambda, lr, mode, opt_seed, augment, opt_levels],
             [session, opt_preview, opt_status, compare, metrics, downloads, pasted],
             api_name="edit_optimize",
             concurrency_id="optimize",

@@ -263,6 +263,15 @@ def test_optimisation_streams_a_frame_per_step_then_the_result(client):
     assert any(Path(f).name == "optimize_w_plus.npy" for f in files)
 
 
+def test_optimisation_moves_only_the_ticked_levels(client):
+    """The W+ levels box: only the medium rows (4-7) move; all three (the default) move every row."""
+    args = ("a smiling face", 2, 0.008, 0.005, 0.1, "edit", 0, 0)
+    *_, metrics, _, _ = client.submit(*args, ["medium"], api_name="/edit_optimize").result(timeout=60)
+    assert metrics["rows_changed"] == 4
+    *_, metrics, _, _ = client.submit(*args, api_name="/edit_optimize").result(timeout=60)
+    assert metrics["rows_changed"] > 4
+
+
 def test_cancel_stops_the_optimisation_worker(client):
     job = client.submit("a smiling face", 300, 0.008, 0.005, 0.1, "edit", 0, 0, api_name="/edit_optimize")
     deadline = time.monotonic() + 30
