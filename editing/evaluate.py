@@ -170,7 +170,8 @@ class PromptSpec:
 # success averaged with its α neighbours), never on the evaluation's seeds from 0. Validation success at
 # the one shared setting (α 2.5, β 0.2) vs each prompt's own: glasses 78 -> 93 %, blond 50 -> 78 %,
 # beard 53 -> 94 %, purple 71 -> 94 %, no hair 49 -> 51 % (demo_models/README.md). Smile, not drawn,
-# keeps the config's.
+# keeps the config's. Latent optimisation's per-prompt overrides (``optimization``) were chosen on 10
+# validation faces per prompt (seeds 1000+, checked on 2000+ and 3000+; demo_models/README.md).
 PROMPTS: tuple[PromptSpec, ...] = (
     # smile in [-1, 1]: a shift of 0.1 is 0.2 smile units (the oracle's MAE is 0.08); faces already
     # smiling (smile >= 0.3, level 0.65, where captions start saying "smiling") are not used

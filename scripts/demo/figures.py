@@ -61,7 +61,7 @@ def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
             if mapper is not None
             else blank
         )
-        settings = dataclasses.replace(cfg.optimization, steps=optimise_steps)
+        settings = dataclasses.replace(cfg.optimization_settings(spec), steps=optimise_steps)
         o = editor.edit_optimize(latent, spec.target, settings, metrics=False)
         tiles = [source, to_array(g.image), m, to_array(o.image)]
         row = Image.new("RGB", (label_w + source.shape[1] * 4, source.shape[0]), "white")
