@@ -32,6 +32,11 @@ Differences from upstream, all deliberate:
   single image need not point towards the attribute; averaged over views it more often does. The
   offline demo set uses 4 views (its optimisation: 29 % -> 44 % on validation faces, see
   ``editing.evaluate``); the ID and L2 terms are unchanged.
+* ``levels`` (default all three = upstream): only the W+ rows of the given coarse / medium / fine
+  levels (the latent mappers' split, :data:`LEVEL_SPLIT`) are variables; the others stay exactly
+  ``w0``, get no gradient and add nothing to the L2 term. Like a mapper's levels, it keeps an edit
+  off the rows of attributes it should not touch (the demo set's hair colours: medium + fine keeps the
+  hair style, see ``editing.evaluate.PROMPTS``).
 
 Measured on the full-size seeded models (``/work/scratch/opt/bench_full.py``; random weights, so
 losses say nothing about faces): 10 steps from the same start reach final full-resolution CLIP
