@@ -737,7 +737,7 @@ def format_settings_line(cfg: EvalConfig) -> str:
     opt = cfg.optimization
 
     def optimisation(o: OptimizationSettings) -> str:
-        levels = "" if len(o.levels) == 3 else f", levels {'+'.join(o.levels)}"
+        levels = "" if o.levels == OptimizationSettings().levels else f", levels {'+'.join(o.levels)}"
         return f"lr {o.lr:g}, λ_L2 {o.l2_lambda:g}, augmented views {o.augment}{levels}"
 
     own = [p for p in cfg.prompts if cfg.per_prompt_optimization and p.optimization]
