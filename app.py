@@ -71,6 +71,12 @@ OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
     0.005,
     0,
 )
+# Optimisation tab presets (prompt, lr, λ_L2, augmented views, W+ levels) off the demo set: prompts of
+# the StyleCLIP paper with the notebook's settings (the demo world takes each evaluated prompt's own)
+OPTIMISATION_PRESETS: tuple[tuple[str, float, float, int, tuple[str, ...]], ...] = tuple(
+    (prompt, 0.1, 0.008, 0, ("coarse", "medium", "fine"))
+    for prompt in ("a smiling face", "a person with purple hair", "a face with blond hair")
+)
 DEMO_OPTIMISATION_PROMPT = "a face with a beard"  # the prompt the demo evaluation's optimisation edits best
 AUGMENT_SLIDER_MAX = 8
 # W+ levels the Optimisation tab lets move (models.latent_mapper.LEVELS, kept here so that
@@ -235,6 +241,23 @@ def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, f
         return OPTIMISATION_DEFAULTS
     o = demo_settings().optimization
     return (DEMO_OPTIMISATION_PROMPT, o.steps, o.lr, o.l2_lambda, o.id_lambda, o.augment)
+
+
+def optimisation_presets(
+    editor: FaceEditor | None,
+) -> tuple[tuple[str, float, float, int, tuple[str, ...]], ...]:
+    """(prompt, lr, λ_L2, augmented views, W+ levels) presets of the Optimisation tab: on the demo set
+    the prompts the evaluation checks and the generator draws, each with its own settings (hair colours
+    move only the medium and fine rows); the StyleCLIP paper's prompts otherwise."""
+    if not on_demo_set(editor):
+        return OPTIMISATION_PRESETS
+    cfg = demo_settings()
+    out = []
+    for p in cfg.prompts:
+        if p.attribute not in cfg.unreadable:
+            o = cfg.optimization_settings(p)
+            out.append((p.target, o.lr, o.l2_lambda, o.augment, o.levels))
+    return tuple(out)
 
 
 def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:
@@ -929,6 +952,13 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                         label="W+ levels that move (coarse: shape and hair style; fine: colours)",
                         elem_id="opt-levels",
                     )
+                gr.Examples(
+                    examples=[
+                        [t, lr_, l2_, v, list(lv)] for t, lr_, l2_, v, lv in optimisation_presets(editor)
+                    ],
+                    inputs=[prompt, lr, l2_lambda, augment, opt_levels],
+                    label="Presets (prompt, learning rate, λ L2, augmented views, W+ levels)",
+                )
                 with gr.Row():
                     opt_btn = gr.Button("Optimise", variant="primary", elem_id="optimize")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")

@@ -224,6 +224,13 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     keys = ("prompt", "steps", "lr", "l2-lambda", "id-lambda", "augment")
     assert [props[k]["value"] for k in keys] == [prompt, steps, lr, l2, id_lambda, augment]
     assert app.optimisation_defaults(None) == app.OPTIMISATION_DEFAULTS
+    # optimisation presets: each evaluated prompt with its own settings (hair colours: medium + fine)
+    opt_presets = app.optimisation_presets(editor)
+    own = [(s.target, cfg.optimization_settings(s)) for s in specs]
+    assert list(opt_presets) == [(t, o.lr, o.l2_lambda, o.augment, o.levels) for t, o in own]
+    purple = next(p for p in opt_presets if "purple" in p[0])
+    assert purple[4] == ("medium", "fine") and all(p[3] <= props["augment"]["maximum"] for p in opt_presets)
+    assert app.optimisation_presets(None) == app.OPTIMISATION_PRESETS
     assert props["strength"]["value"] == app.mapper_strength_default(editor) == cfg.strength
     # every preset fits the β slider (Gradio refuses values outside it: the browser flow caught β 0.7)
     lo, hi = props["beta"]["minimum"], props["beta"]["maximum"]
