@@ -71,17 +71,17 @@ OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
     0.005,
     0,
 )
+# W+ levels the Optimisation tab lets move (models.latent_mapper.LEVELS, kept here so that
+# importing the app needs no torch): coarse rows 0-3, medium 4-7, fine the rest
+OPTIMISATION_LEVELS = ("coarse", "medium", "fine")
 # Optimisation tab presets (prompt, lr, λ_L2, augmented views, W+ levels) off the demo set: prompts of
 # the StyleCLIP paper with the notebook's settings (the demo world takes each evaluated prompt's own)
 OPTIMISATION_PRESETS: tuple[tuple[str, float, float, int, tuple[str, ...]], ...] = tuple(
-    (prompt, 0.1, 0.008, 0, ("coarse", "medium", "fine"))
+    (prompt, 0.1, 0.008, 0, OPTIMISATION_LEVELS)
     for prompt in ("a smiling face", "a person with purple hair", "a face with blond hair")
 )
 DEMO_OPTIMISATION_PROMPT = "a face with a beard"  # the prompt the demo evaluation's optimisation edits best
 AUGMENT_SLIDER_MAX = 8
-# W+ levels the Optimisation tab lets move (models.latent_mapper.LEVELS, kept here so that
-# importing the app needs no torch): coarse rows 0-3, medium 4-7, fine the rest
-OPTIMISATION_LEVELS = ("coarse", "medium", "fine")
 # β slider: the StyleCLIP GUI's range; the demo world's edits need up to 0.7 (beard, EvalConfig)
 BETA_SLIDER, DEMO_BETA_SLIDER = (0.08, 0.3), (0.08, 0.8)
 MAPPER_STRENGTH = 0.1  # Mapper tab strength: upstream's (the demo world takes the evaluation's)
@@ -228,11 +228,7 @@ def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, fl
     if not on_demo_set(editor):
         return PRESETS
     cfg = demo_settings()
-    return tuple(
-        (cfg.neutral, p.target, *cfg.global_setting(p))
-        for p in cfg.prompts
-        if p.attribute not in cfg.unreadable
-    )
+    return tuple((cfg.neutral, p.target, *cfg.global_setting(p)) for p in cfg.readable_prompts)
 
 
 def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float, int]:
@@ -252,12 +248,8 @@ def optimisation_presets(
     if not on_demo_set(editor):
         return OPTIMISATION_PRESETS
     cfg = demo_settings()
-    out = []
-    for p in cfg.prompts:
-        if p.attribute not in cfg.unreadable:
-            o = cfg.optimization_settings(p)
-            out.append((p.target, o.lr, o.l2_lambda, o.augment, o.levels))
-    return tuple(out)
+    own = ((p.target, cfg.optimization_settings(p)) for p in cfg.readable_prompts)
+    return tuple((t, o.lr, o.l2_lambda, o.augment, o.levels) for t, o in own)
 
 
 def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:

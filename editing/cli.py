@@ -183,7 +183,7 @@ def _run_edit(args: argparse.Namespace, t0: float) -> dict:
             mappers = {name: path}
         settings = MapperSettings(name, strength=args.strength)
     else:
-        from editing.optimization import OptimizationSettings
+        from editing.optimization import OptimizationSettings, levels_from_text
 
         if args.target is None:
             raise ValueError("--target is required for optimisation, e.g. --target 'a smiling face'")
@@ -196,7 +196,7 @@ def _run_edit(args: argparse.Namespace, t0: float) -> dict:
                 "id_lambda": args.id_lambda,
                 "augment": args.augment,
                 "mode": args.mode,
-                "levels": None if args.levels is None else tuple(v.strip() for v in args.levels.split(",")),
+                "levels": None if args.levels is None else levels_from_text(args.levels),
             }.items()
             if v is not None
         }
@@ -272,12 +272,13 @@ def _float(text: str, name: str) -> float:
 def _settings_dict(settings) -> dict:
     import dataclasses
 
-    return {
-        k: list(v) if isinstance(v, tuple) and all(isinstance(x, str) for x in v) else v
-        for k, v in dataclasses.asdict(settings).items()
-        if isinstance(v, (int, float, str, bool, type(None)))
-        or (isinstance(v, tuple) and all(isinstance(x, str) for x in v))
-    }
+    out = {}
+    for k, v in dataclasses.asdict(settings).items():
+        if isinstance(v, tuple) and all(isinstance(x, str) for x in v):  # e.g. levels
+            out[k] = list(v)
+        elif isinstance(v, (int, float, str, bool, type(None))):
+            out[k] = v
+    return out
 
 
 def _check_out(path: Path, suffixes: tuple[str, ...]) -> None:

@@ -57,7 +57,7 @@ from editing.demo.oracle import (
 )
 from editing.edits import GlobalSettings, MapperSettings
 from editing.errors import FaceEditingError
-from editing.optimization import OptimizationSettings
+from editing.optimization import OptimizationSettings, levels_from_text
 
 METHODS = ("global", "mapper", "optimize")
 # Attributes the shipped demo generator does not draw well enough for the oracle to read them on its
@@ -317,6 +317,11 @@ class EvalConfig:
         """The :class:`GlobalSettings` that edit one prompt."""
         alpha, beta = self.global_setting(spec)
         return GlobalSettings(spec.target, neutral=self.neutral, alpha=alpha, beta=beta)
+
+    @property
+    def readable_prompts(self) -> tuple[PromptSpec, ...]:
+        """The prompts whose target attribute the generator draws (not in ``unreadable``), in order."""
+        return tuple(p for p in self.prompts if p.attribute not in self.unreadable)
 
     def optimization_settings(self, spec: PromptSpec, id_lambda: float | None = None) -> OptimizationSettings:
         """The latent optimisation of one prompt: the config's with the prompt's own overrides (unless
@@ -1260,7 +1265,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         k: getattr(args, k) for k in ("lr", "l2_lambda", "augment") if getattr(args, k, None) is not None
     }
     if getattr(args, "levels", None) is not None:
-        shared["levels"] = tuple(v.strip() for v in str(args.levels).split(",") if v.strip())
+        shared["levels"] = levels_from_text(str(args.levels))
     return EvalConfig(
         faces=args.faces,
         seed=args.seed,

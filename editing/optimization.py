@@ -120,6 +120,12 @@ class OptimizationSettings:
         object.__setattr__(self, "levels", tuple(lv for lv in LEVELS if lv in levels))
 
 
+def levels_from_text(text: str) -> tuple[str, ...]:
+    """``"fine, medium"`` -> ``("fine", "medium")`` (command-line form of ``levels``; checked by
+    :class:`OptimizationSettings`)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 @dataclass(frozen=True)
 class StepLosses:
     """The losses of one step, on the image rendered before that step's update (batch 1).

@@ -49,9 +49,7 @@ def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
     mappers = set(editor.mapper_names())
     label_w = 110
     rows = []
-    for spec in cfg.prompts:
-        if spec.attribute in cfg.unreadable:
-            continue
+    for spec in cfg.readable_prompts:
         g = editor.edit_global(latent, cfg.global_settings(spec), metrics=False)
         mapper = next((n for n in spec.mappers if n in mappers), None)
         m = (

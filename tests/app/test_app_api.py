@@ -16,6 +16,7 @@ from PIL import Image
 
 import app
 from editing.weights import MAPPER_NAMES
+from models.latent_mapper import LEVELS
 from tests.app.conftest import ASTRONAUT, launch, running_app
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -207,6 +208,7 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     # less those whose attribute the demo generator does not draw (smile shifted the hair colour)
     cfg = EvalConfig()
     specs = [p for p in PROMPTS if p.attribute not in cfg.unreadable]
+    assert list(cfg.readable_prompts) == specs
     assert [p[1] for p in presets] == [s.target for s in specs] and "smile" not in {s.name for s in specs}
     assert list(presets) == [(cfg.neutral, s.target, *cfg.global_setting(s)) for s in specs]
     assert app.global_presets(None) == app.PRESETS
@@ -231,6 +233,7 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     purple = next(p for p in opt_presets if "purple" in p[0])
     assert purple[4] == ("medium", "fine") and all(p[3] <= props["augment"]["maximum"] for p in opt_presets)
     assert app.optimisation_presets(None) == app.OPTIMISATION_PRESETS
+    assert app.OPTIMISATION_LEVELS == LEVELS  # the torch-free copy the app's levels box shows
     assert props["strength"]["value"] == app.mapper_strength_default(editor) == cfg.strength
     # every preset fits the β slider (Gradio refuses values outside it: the browser flow caught β 0.7)
     lo, hi = props["beta"]["minimum"], props["beta"]["maximum"]

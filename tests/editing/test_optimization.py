@@ -24,6 +24,7 @@ from editing.optimization import (
     OptimizationSettings,
     StepInfo,
     augmented_views,
+    levels_from_text,
     optimize_latent,
     scheduled_lr,
     start_latent,
@@ -375,6 +376,7 @@ def test_settings_defaults_are_the_notebook_ones():
     )
     assert (s.space, s.loss_size, s.augment) == ("w+", 256, 0)
     assert s.levels == ("coarse", "medium", "fine")  # every W+ row moves, as upstream
+    assert levels_from_text(" fine, medium ,") == ("fine", "medium")  # the command-line form
     # levels are kept in W+ row order whatever order they are given in
     assert OptimizationSettings(levels=["fine", "coarse"]).levels == ("coarse", "fine")
 
