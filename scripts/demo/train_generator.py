@@ -665,11 +665,39 @@ def train(
     return g.eval(), stats
 
 
-def save_generator(g: Generator, path: Path, n_avg: int = 10_000) -> None:
-    """Write ``{"g_ema", "latent_avg" (512,)}``; latent_avg is the mean of ``n_avg`` seeded samples."""
+def stored_as_half(key: str, value: torch.Tensor) -> bool:
+    """Whether ``save_generator(half=True)`` stores this tensor as float16: every floating-point
+    tensor of the synthesis network. The mapping network (``style.*``) stays float32: its stored
+    weights are the constructed ones divided by the equalised-lr scale and lr multiplier (up to
+    2.8e5, beyond float16's 65504), and its hinges 0.01 apart need float32's precision."""
+    return value.is_floating_point() and not key.startswith("style.")
+
+
+def round_to_half(g: Generator) -> Generator:
+    """Round every tensor :func:`stored_as_half` to float16 and back, in place (what a generator
+    stored with ``half=True`` is once loaded), so that metrics measure the weights that are shipped."""
+    with torch.no_grad():
+        for k, t in g.state_dict().items():  # views of the parameters and buffers
+            if stored_as_half(k, t):
+                t.copy_(t.half().to(t.dtype))
+    return g
+
+
+def save_generator(g: Generator, path: Path, n_avg: int = 10_000, half: bool = False) -> None:
+    """Write ``{"g_ema", "latent_avg" (512,)}``; latent_avg is the mean of ``n_avg`` seeded samples.
+
+    ``half`` stores the synthesis network's weights as float16 (:func:`stored_as_half`; the loader's
+    strict ``load_state_dict`` casts them back to the model's float32), after :func:`round_to_half`,
+    so latent_avg is that of the stored weights; latent_avg itself stays float32.
+    """
+    if half:
+        round_to_half(g)
     with torch.no_grad():
         latent_avg = g.mean_latent(n_avg, generator=torch.Generator().manual_seed(0))[0]
-    sd = {k: v.detach().clone().contiguous() for k, v in g.state_dict().items()}
+    sd = {
+        k: (v.half() if half and stored_as_half(k, v) else v).detach().clone().contiguous()
+        for k, v in g.state_dict().items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"g_ema": sd, "latent_avg": latent_avg.clone()}, path)
 
@@ -703,6 +731,7 @@ def main() -> None:
     parser.add_argument(
         "--mouth-lambda", type=float, default=0.0, help="extra error weight in a box around the mouth"
     )
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (loads as float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = GeneratorTrainConfig(
@@ -724,8 +753,10 @@ def main() -> None:
         stop_after=args.stop_after,
     )
     style_groups = stats.pop("style_groups", None)
-    metrics = {**stats, **evaluate(g), "threads": args.threads}
-    save_generator(g, args.out)
+    if args.half:
+        round_to_half(g)  # the metrics are those of the stored weights
+    metrics = {**stats, **evaluate(g), "threads": args.threads, "half": args.half}
+    save_generator(g, args.out, half=args.half)
     config_dict = {
         k: ({str(r): c for r, c in v.items()} if k == "channels" else v) for k, v in asdict(config).items()
     }

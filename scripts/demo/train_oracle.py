@@ -45,7 +45,7 @@ from editing.demo.faces import (
     render_face,
     sample_params,
 )
-from editing.demo.oracle import ATTRIBUTES, attribute_errors, decode, load_oracle, save_oracle
+from editing.demo.oracle import ATTRIBUTES, attribute_errors, decode, load_oracle, round_to_half, save_oracle
 from models.oracle import AttributeOracle
 
 EVAL_SEED = 987_654  # held-out faces; training draws from data seed 1000 + seed
@@ -308,13 +308,16 @@ def main() -> None:
         default=0.0,
         help="share of each batch blended with a one-attribute variant",
     )
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (loads as float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = OracleTrainConfig(steps=args.steps, seed=args.seed, lr=args.lr, blend_share=args.blend_share)
     init = load_oracle(args.init) if args.init else None
     oracle, stats = train(config, args.minutes, init=init)
-    metrics = {**stats, **evaluate(oracle, size=config.size), "threads": args.threads}
-    save_oracle(oracle, config.hidden, args.out)
+    if args.half:
+        round_to_half(oracle)  # the metrics are those of the stored weights
+    metrics = {**stats, **evaluate(oracle, size=config.size), "threads": args.threads, "half": args.half}
+    save_oracle(oracle, config.hidden, args.out, half=args.half)
     metrics["file_bytes"] = args.out.stat().st_size
     args.out.with_suffix(".json").write_text(
         json.dumps(

@@ -38,6 +38,7 @@ from editing.demo.oracle import (
     read_attributes,
     readout_to_params,
     readout_to_vector,
+    round_to_half,
     save_oracle,
 )
 from editing.errors import WeightsCorruptError
@@ -318,6 +319,14 @@ def test_tiny_training_is_deterministic_and_saves(tmp_path):
     loaded = load_oracle(path)
     x = to_tensor(render_batch(3, 2)[0])
     torch.testing.assert_close(loaded(x), net_a.eval()(x))
+    # float16 storage (--half): half the file, loads as float32, equal to the rounded oracle
+    save_oracle(net_a, TINY.hidden, tmp_path / "half.pt", half=True)
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * path.stat().st_size
+    half = load_oracle(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    rounded = round_to_half(load_oracle(path))
+    torch.testing.assert_close(half(x), rounded(x), rtol=0, atol=0)
+    assert 0 < float((half(x) - net_a(x)).abs().max()) < 0.05
     ckpt = torch.load(path, weights_only=True)
     ckpt["config"]["dims"] = ckpt["config"]["dims"][::-1]
     torch.save(ckpt, path)

@@ -46,6 +46,7 @@ from scripts.demo.train_generator import (
     mouth_weight,
     psnr,
     render_targets,
+    round_to_half,
     save_generator,
     soft_batch,
     style_group_assignment,
@@ -404,6 +405,42 @@ def test_generator_training_steps_lower_the_loss_and_save_loadable(tmp_path):
     assert loaded.channels == TINY.channels and loaded.n_mlp == 2
     with torch.no_grad():
         torch.testing.assert_close(loaded(z), g.eval()(z))
+
+
+def test_a_half_stored_generator_is_the_rounded_one_with_a_float32_mapping(tmp_path):
+    torch.manual_seed(0)
+    g = make_generator(TINY).eval()  # with the constructed mapping
+    full = {k: v.clone() for k, v in g.state_dict().items()}
+    save_generator(g, tmp_path / "g16.pt", n_avg=64, half=True)  # rounds g in place first
+    sd = torch.load(tmp_path / "g16.pt", weights_only=True)["g_ema"]
+    for k, v in sd.items():
+        if not v.is_floating_point():
+            continue
+        # the mapping (lr-multiplied weights up to 2.8e5, beyond float16) stays float32 and unchanged
+        assert v.dtype == (torch.float32 if k.startswith("style.") else torch.float16), k
+        if k.startswith("style."):
+            assert torch.equal(v, full[k]), k
+    assert max(float(sd[k].abs().max()) for k in sd if k.startswith("style.")) > 65504  # why it must
+    assert any(not torch.equal(g.state_dict()[k], full[k]) for k in full if not k.startswith("style."))
+    loaded, w_avg = load_generator(tmp_path / "g16.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    z = torch.randn(4, 512, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(z), g(z))  # exactly the rounded generator the metrics saw
+        reference = make_generator(TINY).eval()
+        reference.load_state_dict(full)
+        err = (loaded(z) - reference(z)).abs().max()
+    assert 0 < float(err) < 2e-2  # float16 rounding, not another generator
+    assert torch.equal(
+        round_to_half(reference).state_dict()["conv1.conv.weight"], g.state_dict()["conv1.conv.weight"]
+    )
+
+
+def test_the_shipped_demo_set_stays_within_30_mb():
+    files = [
+        p for folder in ("demo_models", "precomputed/demo") for p in (ROOT / folder).rglob("*") if p.is_file()
+    ]
+    assert sum(p.stat().st_size for p in files) <= 30 * 1024 * 1024  # the budget for every part
 
 
 @needs_narrow_heads
