@@ -257,9 +257,14 @@ def beta_slider(editor: FaceEditor | None) -> tuple[float, float]:
     return DEMO_BETA_SLIDER if on_demo_set(editor) else BETA_SLIDER
 
 
-def mapper_strength_default(editor: FaceEditor | None) -> float:
-    """The Mapper tab's strength at start (demo set or not)."""
-    return demo_settings().strength if on_demo_set(editor) else MAPPER_STRENGTH
+def mapper_strength_default(editor: FaceEditor | None, name: str | None = None) -> float:
+    """The Mapper tab's strength for mapper ``name``: upstream's, or on the demo set the evaluation's
+    (the own strength of the evaluated prompt that uses this mapper, where it has one)."""
+    if not on_demo_set(editor):
+        return MAPPER_STRENGTH
+    cfg = demo_settings()
+    spec = next((p for p in cfg.prompts if name is not None and name in p.mappers), None)
+    return cfg.strength if spec is None else cfg.mapper_strength(spec)
 
 
 def need_session(session: Session | None) -> Session:
@@ -771,6 +776,9 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
     def on_mapper_info(name):
         return mapper_info(editor, name)
 
+    def on_mapper_strength(name):
+        return mapper_strength_default(editor, name)
+
     @user_errors
     def on_edit_mapper(session, name, strength, progress=gr.Progress()):
         progress(0.2, desc="Applying the mapper")
@@ -906,7 +914,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                 )
                 strength = gr.Slider(
                     *STRENGTH_RANGE,
-                    value=mapper_strength_default(editor),
+                    value=mapper_strength_default(editor, default_mapper),
                     step=0.01,
                     label="Strength",
                     elem_id="strength",
@@ -1034,6 +1042,10 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
             concurrency_limit=RENDER_CONCURRENCY,
         )
         mapper.change(on_mapper_info, [mapper], [mapper_levels], api_name="mapper_info", concurrency_limit=4)
+        if on_demo_set(editor):  # each demo mapper starts at the strength the evaluation uses for it
+            mapper.change(
+                on_mapper_strength, [mapper], [strength], api_visibility="private", concurrency_limit=4
+            )
         if default_mapper is not None and mapper_sources[default_mapper] == "local":  # no download
             demo.load(
                 on_mapper_info, [mapper], [mapper_levels], api_visibility="private", concurrency_limit=4

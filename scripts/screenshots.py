@@ -241,9 +241,14 @@ _RECORD_PROGRESS = """() => {
 
 
 def run_flow(
-    app_page: AppPage, out: Path | None = None, steps: int = 3, prompt: str | None = None
+    app_page: AppPage,
+    out: Path | None = None,
+    steps: int = 3,
+    prompt: str | None = None,
+    mapper: str = "purple_hair",
 ) -> dict[str, Any]:
-    """Upload the example photo, one edit per tab (screenshot after each when ``out`` is given).
+    """Upload the example photo, one edit per tab (screenshot after each when ``out`` is given), the
+    mapper edit with ``mapper``.
 
     Returns:
         What the page showed: the inversion note, each tab's metrics text, the optimisation's
@@ -253,7 +258,8 @@ def run_flow(
     seen["global"] = app_page.global_edit()
     if out is not None:
         app_page.screenshot(out / "global.png")
-    seen["mapper"] = app_page.mapper_edit()
+    seen["mapper"] = app_page.mapper_edit(mapper)
+    seen["strength"] = app_page.page.locator("#strength input[type=number]").input_value()
     if out is not None:
         app_page.screenshot(out / "mapper.png")
     seen["statuses"], seen["frames"] = app_page.optimise(prompt, steps=steps)
@@ -332,6 +338,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="run on tiny seeded weights (noise pictures)")
     ap.add_argument("--steps", type=int, default=3, help="optimisation steps")
     ap.add_argument("--prompt", default=None, help="optimisation prompt (default: the tab's own)")
+    ap.add_argument("--mapper", default="purple_hair", help="mapper of the Mapper tab's edit")
     ap.add_argument("--chromium", default=None, help="Chromium executable (default: found on PATH)")
     ap.add_argument("--width", type=int, default=1280, help="browser window width in px")
     args = ap.parse_args()
@@ -349,9 +356,10 @@ def main() -> None:
             page = browser.new_page(viewport={"width": args.width, "height": 900})
             app_page = AppPage(page, url)
             app_page.open()
-            seen = run_flow(app_page, args.out, steps=args.steps, prompt=args.prompt)
+            seen = run_flow(app_page, args.out, steps=args.steps, prompt=args.prompt, mapper=args.mapper)
     for name in TABS:
         print(f"wrote {args.out / (name + '.png')}")
+    print(f"mapper {args.mapper} applied at strength {seen['strength']}")
     print(f"optimisation: {len(seen['frames'])} frames, last status: {seen['statuses'][-1]}")
 
 

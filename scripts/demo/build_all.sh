@@ -10,7 +10,7 @@ T="${THREADS:-2}"
 # (the second oracle stage adds faces blended part-way to a one-attribute variant, as edits produce)
 python -m scripts.demo.train_oracle --out demo_models/oracle.stage1.pt --threads "$T"
 python -m scripts.demo.train_oracle --init demo_models/oracle.stage1.pt --out demo_models/oracle.pt \
-    --steps 500 --lr 1e-3 --blend-share 0.5 --threads "$T"
+    --steps 500 --lr 1e-3 --blend-share 0.5 --half --threads "$T"
 rm -f demo_models/oracle.stage1.pt demo_models/oracle.stage1.json
 python -m scripts.demo.train_identity --out demo_models/model_ir_se_demo.pth --threads "$T"
 
@@ -29,7 +29,7 @@ python -m scripts.demo.train_generator --init $G.stage3.pt --out $G.stage4.pt --
 python -m scripts.demo.train_generator --init $G.stage4.pt --out $G.stage5.pt --steps 3000 \
     --detail-lambda 2 --l2-lambda 4 --lr 1.5e-3 --soft-share 0.5 --grouped-styles attribute --threads 2
 python -m scripts.demo.train_generator --init $G.stage5.pt --out $G.pt --steps 2000 \
-    --detail-lambda 2 --l2-lambda 4 --lr 1e-3 --soft-share 0.5 --grouped-styles dimension --threads 2
+    --detail-lambda 2 --l2-lambda 4 --lr 1e-3 --soft-share 0.5 --grouped-styles dimension --half --threads 2
 for i in 1 2 3 4 5; do rm -f $G.stage$i.pt $G.stage$i.json; done
 
 # 3. CLIP and its caption tokenizer: trained on renders and captions only
@@ -51,8 +51,9 @@ python -m scripts.demo.train_encoder --generator demo_models/stylegan2-demo.pt -
     --out demo_models/e4e_demo_encode.pt --code-steps 0 --steps 800 --lr 5e-4 --half --threads 1
 rm -f demo_models/G0.pt demo_models/G0.json $E.1.* $E.2.* $E.3.* $E.4.*
 
-# 5. S statistics and channel relevance (global directions), then three mappers on the W+ rows where
-#    the attribute lives in this generator (hair colour: medium + fine rows 4-9; bald: coarse rows 0-3)
+# 5. S statistics and channel relevance (global directions), then five mappers on the W+ rows where
+#    the attribute lives in this generator (hair colour: medium + fine rows 4-9; bald, glasses and
+#    beard: coarse rows 0-3)
 rm -rf precomputed/demo
 python -m editing precompute --models demo --out precomputed/demo --n-images 30 --batch 64
 m() {
@@ -64,6 +65,8 @@ mkdir -p demo_models/mappers
 m purple_hair "purple hair" "--no-coarse" 2400
 m blond_hair "blond hair" "--no-coarse" 2400
 m bald "bald" "--no-medium --no-fine" 1000
+m glasses "glasses" "--no-medium --no-fine" 1000
+m beard "beard" "--no-medium --no-fine" 2000
 
 # 6. README figures and the evaluation
 python -m scripts.demo.figures --out docs/demo

@@ -54,7 +54,9 @@ def edits_figure(editor, seed: int, optimise_steps: int) -> Image.Image:
         mapper = next((n for n in spec.mappers if n in mappers), None)
         m = (
             to_array(
-                editor.edit_mapper(latent, MapperSettings(mapper, strength=cfg.strength), metrics=False).image
+                editor.edit_mapper(
+                    latent, MapperSettings(mapper, strength=cfg.mapper_strength(spec)), metrics=False
+                ).image
             )
             if mapper is not None
             else blank

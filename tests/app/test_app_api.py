@@ -234,13 +234,28 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     assert purple[4] == ("medium", "fine") and all(p[3] <= props["augment"]["maximum"] for p in opt_presets)
     assert app.optimisation_presets(None) == app.OPTIMISATION_PRESETS
     assert app.OPTIMISATION_LEVELS == LEVELS  # the torch-free copy the app's levels box shows
-    assert props["strength"]["value"] == app.mapper_strength_default(editor) == cfg.strength
+    # the mapper strength is the evaluation's for the shown mapper (glasses has its own, 0.1)
+    first_mapper = next(iter(editor.mapper_sources()), None)
+    assert props["strength"]["value"] == app.mapper_strength_default(editor, first_mapper)
+    glasses = next(s for s in specs if s.name == "glasses")
+    assert glasses.mapper_strength is not None and glasses.mapper_strength != cfg.strength
+    assert app.mapper_strength_default(editor, "glasses") == glasses.mapper_strength
+    assert app.mapper_strength_default(editor, "purple_hair") == cfg.strength  # no own strength
+    assert (
+        app.mapper_strength_default(editor, None)
+        == app.mapper_strength_default(editor, "afro")
+        == cfg.strength
+    )
     # every preset fits the β slider (Gradio refuses values outside it: the browser flow caught β 0.7)
     lo, hi = props["beta"]["minimum"], props["beta"]["maximum"]
     assert (lo, hi) == app.DEMO_BETA_SLIDER and all(lo <= p[3] <= hi for p in presets)
     assert all(app.BETA_SLIDER[0] <= p[3] <= app.BETA_SLIDER[1] for p in app.PRESETS)
     assert app.beta_slider(None) == app.BETA_SLIDER
-    assert app.mapper_strength_default(None) == app.MAPPER_STRENGTH
+    assert (
+        app.mapper_strength_default(None)
+        == app.mapper_strength_default(None, "glasses")
+        == app.MAPPER_STRENGTH
+    )
 
 
 def test_user_errors_leave_no_traceback_in_the_server_log(client, capfd):
