@@ -22,7 +22,7 @@ import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,6 +379,33 @@ def _short(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- reading checkpoint files
+def _never(key: str) -> bool:
+    return False
+
+
+def half_state_dict(
+    state_dict: dict[str, torch.Tensor], keep_float32: Callable[[str], bool] = _never
+) -> dict[str, torch.Tensor]:
+    """A detached copy of ``state_dict`` with its floating-point tensors as float16, except those whose
+    key ``keep_float32`` names: half the file, and a strict ``load_state_dict`` casts them back to the
+    model's float32 (the demo set's files use it to stay within their size budget)."""
+    return {
+        k: (v.half() if v.is_floating_point() and not keep_float32(k) else v).detach().clone().contiguous()
+        for k, v in state_dict.items()
+    }
+
+
+def round_to_half(module: torch.nn.Module, keep_float32: Callable[[str], bool] = _never) -> torch.nn.Module:
+    """Round ``module``'s floating-point weights and buffers (but those ``keep_float32`` names) to float16
+    and back, in place: the model a :func:`half_state_dict` file loads as, so that metrics measured
+    afterwards hold for the stored file."""
+    with torch.no_grad():
+        for k, t in module.state_dict().items():  # views of the parameters and buffers
+            if t.is_floating_point() and not keep_float32(k):
+                t.copy_(t.half().to(t.dtype))
+    return module
+
+
 def load_torch_file(path: str | os.PathLike, *, mmap: bool = False) -> Any:
     """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
 

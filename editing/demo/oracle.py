@@ -31,7 +31,7 @@ import torch
 
 from editing.demo.faces import VECTOR_DIMS, VECTOR_SIZE, FaceParams, attribute_slice, vector_to_params
 from editing.errors import WeightsCorruptError
-from editing.weights import load_torch_file
+from editing.weights import half_state_dict, load_torch_file
 from models.irse import load_state_dict_strict
 from models.oracle import AttributeOracle, oracle_input
 
@@ -58,27 +58,15 @@ def oracle_config(oracle: AttributeOracle, hidden: int) -> dict:
     }
 
 
-def round_to_half(oracle: AttributeOracle) -> AttributeOracle:
-    """Round the oracle's floating-point weights and buffers to float16 and back, in place: the oracle
-    a ``half=True`` file loads as, so that metrics measured after this hold for the stored file."""
-    with torch.no_grad():
-        for t in oracle.state_dict().values():  # views of the parameters and buffers
-            if t.is_floating_point():
-                t.copy_(t.half().to(t.dtype))
-    return oracle
-
-
 def save_oracle(oracle: AttributeOracle, hidden: int, path: str | os.PathLike, half: bool = False) -> None:
     """Write ``{"state_dict", "config"}`` (loadable with ``weights_only=True``).
 
-    ``half`` stores the floating-point tensors as float16 (half the file; :func:`load_oracle`'s strict
-    ``load_state_dict`` casts them back to float32); call :func:`round_to_half` first to measure the
-    stored oracle.
+    ``half`` stores the floating-point tensors as float16 (:func:`editing.weights.half_state_dict`;
+    :func:`load_oracle` casts them back to float32); call :func:`editing.weights.round_to_half` first
+    to measure the stored oracle.
     """
-    sd = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().clone().contiguous()
-        for k, v in oracle.state_dict().items()
-    }
+    sd = oracle.state_dict()
+    sd = half_state_dict(sd) if half else {k: v.detach().clone().contiguous() for k, v in sd.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": sd, "config": oracle_config(oracle, hidden)}, path)
 

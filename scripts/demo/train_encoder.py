@@ -36,6 +36,7 @@ import torch
 
 from editing.demo.faces import render_batch
 from editing.editor import load_encoder, load_generator
+from editing.weights import half_state_dict
 from models.e4e import Encoder4Editing
 from models.stylegan2 import Generator
 from scripts.demo.train_generator import fast_synthesis, image_loss, psnr, render_targets
@@ -114,9 +115,7 @@ def evaluate(
     return {"inversion_psnr_mean": float(v.mean()), "inversion_psnr_p10": float(v.quantile(0.1))}
 
 
-def known_latent_batch(
-    g: Generator, batch: int, z_gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def known_latent_batch(g: Generator, batch: int, z_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` rendered faces (B, 3, S, S) in [-1, 1] and their latents w = G.mapping(z) (B, 512),
     for fresh z drawn from ``z_gen``."""
     z = torch.randn(batch, 512, generator=z_gen)
@@ -206,10 +205,9 @@ def save_encoder(
     ``half`` stores the floating-point weights as float16 (half the file; the loader casts them back
     to float32), as the shipped demo file does to keep the demo set under 30 MB.
     """
-    sd = {
-        f"encoder.{k}": (v.half() if half and v.is_floating_point() else v).detach().clone().contiguous()
-        for k, v in encoder.state_dict().items()
-    }
+    sd = encoder.state_dict()
+    sd = half_state_dict(sd) if half else {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    sd = {f"encoder.{k}": v for k, v in sd.items()}
     stylegan_size = 2 ** ((encoder.n_styles + 2) // 2)
     opts = {
         "encoder_type": "Encoder4Editing",

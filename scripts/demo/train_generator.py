@@ -56,6 +56,8 @@ from editing.demo.faces import (
     params_to_vector,
     render_face,
 )
+from editing.weights import half_state_dict
+from editing.weights import round_to_half as round_module_to_half
 from models.ops import LRELU_GAIN, LRELU_SLOPE
 from models.stylegan2 import DEMOD_EPS, Generator
 
@@ -665,39 +667,35 @@ def train(
     return g.eval(), stats
 
 
-def stored_as_half(key: str, value: torch.Tensor) -> bool:
-    """Whether ``save_generator(half=True)`` stores this tensor as float16: every floating-point
-    tensor of the synthesis network. The mapping network (``style.*``) stays float32: its stored
-    weights are the constructed ones divided by the equalised-lr scale and lr multiplier (up to
-    2.8e5, beyond float16's 65504), and its hinges 0.01 apart need float32's precision."""
-    return value.is_floating_point() and not key.startswith("style.")
+def is_mapping_key(key: str) -> bool:
+    """Keys ``save_generator(half=True)`` keeps float32: the mapping network (``style.*``). Its stored
+    weights are the constructed ones divided by the equalised-lr scale and lr multiplier (up to 2.8e5,
+    beyond float16's 65504), and its hinges 0.01 apart need float32's precision."""
+    return key.startswith("style.")
 
 
 def round_to_half(g: Generator) -> Generator:
-    """Round every tensor :func:`stored_as_half` to float16 and back, in place (what a generator
-    stored with ``half=True`` is once loaded), so that metrics measure the weights that are shipped."""
-    with torch.no_grad():
-        for k, t in g.state_dict().items():  # views of the parameters and buffers
-            if stored_as_half(k, t):
-                t.copy_(t.half().to(t.dtype))
-    return g
+    """The generator a ``save_generator(half=True)`` file loads as, in place (synthesis weights rounded
+    to float16 and back), so that metrics measure the weights that are shipped."""
+    return round_module_to_half(g, keep_float32=is_mapping_key)
 
 
 def save_generator(g: Generator, path: Path, n_avg: int = 10_000, half: bool = False) -> None:
     """Write ``{"g_ema", "latent_avg" (512,)}``; latent_avg is the mean of ``n_avg`` seeded samples.
 
-    ``half`` stores the synthesis network's weights as float16 (:func:`stored_as_half`; the loader's
-    strict ``load_state_dict`` casts them back to the model's float32), after :func:`round_to_half`,
-    so latent_avg is that of the stored weights; latent_avg itself stays float32.
+    ``half`` stores the synthesis network's weights as float16 (all but :func:`is_mapping_key`; the
+    loader's strict ``load_state_dict`` casts them back to the model's float32), after
+    :func:`round_to_half`, so latent_avg is that of the stored weights; latent_avg itself stays float32.
     """
     if half:
         round_to_half(g)
     with torch.no_grad():
         latent_avg = g.mean_latent(n_avg, generator=torch.Generator().manual_seed(0))[0]
-    sd = {
-        k: (v.half() if half and stored_as_half(k, v) else v).detach().clone().contiguous()
-        for k, v in g.state_dict().items()
-    }
+    sd = g.state_dict()
+    if half:
+        sd = half_state_dict(sd, keep_float32=is_mapping_key)
+    else:
+        sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"g_ema": sd, "latent_avg": latent_avg.clone()}, path)
 

@@ -45,7 +45,8 @@ from editing.demo.faces import (
     render_face,
     sample_params,
 )
-from editing.demo.oracle import ATTRIBUTES, attribute_errors, decode, load_oracle, round_to_half, save_oracle
+from editing.demo.oracle import ATTRIBUTES, attribute_errors, decode, load_oracle, save_oracle
+from editing.weights import round_to_half
 from models.oracle import AttributeOracle
 
 EVAL_SEED = 987_654  # held-out faces; training draws from data seed 1000 + seed

@@ -38,10 +38,10 @@ from editing.demo.oracle import (
     read_attributes,
     readout_to_params,
     readout_to_vector,
-    round_to_half,
     save_oracle,
 )
 from editing.errors import WeightsCorruptError
+from editing.weights import round_to_half
 from models.oracle import AttributeOracle, oracle_input
 from scripts.demo.train_oracle import (
     BLENDED,

@@ -29,6 +29,7 @@ from editing.demo.oracle import ATTRIBUTES, attribute_agreement, drawn_attribute
 from editing.editor import FaceEditor, load_encoder, load_generator
 from editing.evaluate import UNREADABLE_DEMO
 from editing.model_sets import demo_oracle
+from editing.weights import round_to_half as round_to_half_module
 from models.e4e import Encoder4Editing
 from scripts.demo.train_encoder import EncoderTrainConfig, encoder_loss, make_encoder, save_encoder
 from scripts.demo.train_generator import (
@@ -469,6 +470,14 @@ def test_encoder_training_steps_lower_the_loss_and_save_loadable(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(face), enc(face))
     assert math.isfinite(losses[-1])
+    # float16 storage: every encoder weight stored half, loaded as float32, equal to the rounded encoder
+    save_encoder(enc, latent_avg, config, tmp_path / "e16.pt", half=True)
+    sd = torch.load(tmp_path / "e16.pt", weights_only=True)["state_dict"]
+    assert all(k.startswith("encoder.") for k in sd)
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float16}
+    half, _ = load_encoder(tmp_path / "e16.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(half(face), round_to_half_module(enc)(face), rtol=0, atol=0)
 
 
 def test_encoder_training_runs_the_code_phase_then_the_full_loss():
