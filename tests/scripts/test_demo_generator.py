@@ -441,7 +441,7 @@ def test_the_shipped_demo_set_stays_within_30_mb():
     files = [
         p for folder in ("demo_models", "precomputed/demo") for p in (ROOT / folder).rglob("*") if p.is_file()
     ]
-    assert sum(p.stat().st_size for p in files) <= 30 * 1024 * 1024  # the budget for every part
+    assert sum(p.stat().st_size for p in files) <= 30_000_000  # the budget (30 MB) for every part
 
 
 @needs_narrow_heads
