@@ -383,21 +383,23 @@ def _never(key: str) -> bool:
     return False
 
 
-def half_state_dict(
-    state_dict: dict[str, torch.Tensor], keep_float32: Callable[[str], bool] = _never
+def stored_state_dict(
+    state_dict: dict[str, torch.Tensor], *, half: bool = False, keep_float32: Callable[[str], bool] = _never
 ) -> dict[str, torch.Tensor]:
-    """A detached copy of ``state_dict`` with its floating-point tensors as float16, except those whose
-    key ``keep_float32`` names: half the file, and a strict ``load_state_dict`` casts them back to the
-    model's float32 (the demo set's files use it to stay within their size budget)."""
-    return {
-        k: (v.half() if v.is_floating_point() and not keep_float32(k) else v).detach().clone().contiguous()
-        for k, v in state_dict.items()
-    }
+    """A detached, contiguous copy of ``state_dict`` to save; with ``half`` its floating-point tensors
+    are float16, except those whose key ``keep_float32`` names: half the file, and a strict
+    ``load_state_dict`` casts them back to the model's float32 (the demo set's files use it to stay
+    within their size budget)."""
+
+    def stored(k: str, v: torch.Tensor) -> torch.Tensor:
+        return v.half() if half and v.is_floating_point() and not keep_float32(k) else v
+
+    return {k: stored(k, v).detach().clone().contiguous() for k, v in state_dict.items()}
 
 
 def round_to_half(module: torch.nn.Module, keep_float32: Callable[[str], bool] = _never) -> torch.nn.Module:
     """Round ``module``'s floating-point weights and buffers (but those ``keep_float32`` names) to float16
-    and back, in place: the model a :func:`half_state_dict` file loads as, so that metrics measured
+    and back, in place: the model a ``stored_state_dict(half=True)`` file loads as, so that metrics measured
     afterwards hold for the stored file."""
     with torch.no_grad():
         for k, t in module.state_dict().items():  # views of the parameters and buffers

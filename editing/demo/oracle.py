@@ -31,7 +31,7 @@ import torch
 
 from editing.demo.faces import VECTOR_DIMS, VECTOR_SIZE, FaceParams, attribute_slice, vector_to_params
 from editing.errors import WeightsCorruptError
-from editing.weights import half_state_dict, load_torch_file
+from editing.weights import load_torch_file, stored_state_dict
 from models.irse import load_state_dict_strict
 from models.oracle import AttributeOracle, oracle_input
 
@@ -61,12 +61,11 @@ def oracle_config(oracle: AttributeOracle, hidden: int) -> dict:
 def save_oracle(oracle: AttributeOracle, hidden: int, path: str | os.PathLike, half: bool = False) -> None:
     """Write ``{"state_dict", "config"}`` (loadable with ``weights_only=True``).
 
-    ``half`` stores the floating-point tensors as float16 (:func:`editing.weights.half_state_dict`;
+    ``half`` stores the floating-point tensors as float16 (:func:`editing.weights.stored_state_dict`;
     :func:`load_oracle` casts them back to float32); call :func:`editing.weights.round_to_half` first
     to measure the stored oracle.
     """
-    sd = oracle.state_dict()
-    sd = half_state_dict(sd) if half else {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    sd = stored_state_dict(oracle.state_dict(), half=half)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": sd, "config": oracle_config(oracle, hidden)}, path)
 

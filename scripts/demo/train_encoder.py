@@ -36,7 +36,7 @@ import torch
 
 from editing.demo.faces import render_batch
 from editing.editor import load_encoder, load_generator
-from editing.weights import half_state_dict
+from editing.weights import stored_state_dict
 from models.e4e import Encoder4Editing
 from models.stylegan2 import Generator
 from scripts.demo.train_generator import fast_synthesis, image_loss, psnr, render_targets
@@ -205,9 +205,7 @@ def save_encoder(
     ``half`` stores the floating-point weights as float16 (half the file; the loader casts them back
     to float32), as the shipped demo file does to keep the demo set under 30 MB.
     """
-    sd = encoder.state_dict()
-    sd = half_state_dict(sd) if half else {k: v.detach().clone().contiguous() for k, v in sd.items()}
-    sd = {f"encoder.{k}": v for k, v in sd.items()}
+    sd = {f"encoder.{k}": v for k, v in stored_state_dict(encoder.state_dict(), half=half).items()}
     stylegan_size = 2 ** ((encoder.n_styles + 2) // 2)
     opts = {
         "encoder_type": "Encoder4Editing",

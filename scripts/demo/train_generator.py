@@ -56,8 +56,8 @@ from editing.demo.faces import (
     params_to_vector,
     render_face,
 )
-from editing.weights import half_state_dict
 from editing.weights import round_to_half as round_module_to_half
+from editing.weights import stored_state_dict
 from models.ops import LRELU_GAIN, LRELU_SLOPE
 from models.stylegan2 import DEMOD_EPS, Generator
 
@@ -691,11 +691,7 @@ def save_generator(g: Generator, path: Path, n_avg: int = 10_000, half: bool = F
         round_to_half(g)
     with torch.no_grad():
         latent_avg = g.mean_latent(n_avg, generator=torch.Generator().manual_seed(0))[0]
-    sd = g.state_dict()
-    if half:
-        sd = half_state_dict(sd, keep_float32=is_mapping_key)
-    else:
-        sd = {k: v.detach().clone().contiguous() for k, v in sd.items()}
+    sd = stored_state_dict(g.state_dict(), half=half, keep_float32=is_mapping_key)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"g_ema": sd, "latent_avg": latent_avg.clone()}, path)
 

@@ -51,6 +51,7 @@ from editing.demo.faces import (
     face_rng,
     sample_params,
 )
+from editing.weights import stored_state_dict
 from models.irse import IRSE50, id_input
 from scripts.demo.train_oracle import degrade, log_line, render_params
 
@@ -313,7 +314,7 @@ def train(
 def save_identity(net: IRSE50, path: Path) -> None:
     """Write the plain state dict (official ``model_ir_se50.pth`` key names)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, path)
+    torch.save(stored_state_dict(net.state_dict()), path)
 
 
 def main() -> None:

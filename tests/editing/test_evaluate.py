@@ -274,6 +274,13 @@ def test_config_is_validated():
         EvalConfig(optimization=OptimizationSettings(mode="free_generation"))
 
 
+def _cli_config(*argv: str) -> EvalConfig:
+    """The EvalConfig of ``python -m editing evaluate <argv>``."""
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    return config_from_args(parser.parse_args(list(argv)))
+
+
 def test_global_directions_use_each_prompts_own_alpha_beta_unless_one_is_given():
     cfg = EvalConfig()
     glasses, smile = prompt_by_name("glasses"), prompt_by_name("smile")
@@ -289,13 +296,11 @@ def test_global_directions_use_each_prompts_own_alpha_beta_unless_one_is_given()
     with pytest.raises(ValueError, match="global_setting"):
         replace(glasses, global_setting=3.0)
     # the command: without --alpha / --beta each prompt's own; with either, one setting for all
-    parser = argparse.ArgumentParser()
-    add_evaluate_arguments(parser)
-    own = config_from_args(parser.parse_args([]))
+    own = _cli_config()
     assert own.per_prompt_global and own.global_setting(glasses) == glasses.global_setting
-    one = config_from_args(parser.parse_args(["--alpha", "3"]))
+    one = _cli_config("--alpha", "3")
     assert not one.per_prompt_global and one.global_setting(glasses) == (3.0, cfg.beta)
-    auto = config_from_args(parser.parse_args(["--beta", "auto"]))
+    auto = _cli_config("--beta", "auto")
     assert auto.global_setting(glasses) == (cfg.alpha, None)
     line = format_settings_line(own)
     assert "glasses " + "/".join(f"{x:g}" for x in glasses.global_setting) in line
@@ -323,11 +328,9 @@ def test_optimisation_uses_each_prompts_own_overrides_unless_settings_are_given(
         with pytest.raises(ValueError):
             replace(spec, optimization=bad)
     # the command: without --lr / --l2-lambda / --augment / --levels each prompt's own; with any, one for all
-    parser = argparse.ArgumentParser()
-    add_evaluate_arguments(parser)
-    default = config_from_args(parser.parse_args([]))
+    default = _cli_config()
     assert default.per_prompt_optimization and default.optimization == EvalConfig().optimization
-    one = config_from_args(parser.parse_args(["--levels", "fine,medium", "--augment", "0"]))
+    one = _cli_config("--levels", "fine,medium", "--augment", "0")
     assert not one.per_prompt_optimization
     assert (one.optimization.levels, one.optimization.augment) == (("medium", "fine"), 0)
     assert one.optimization.lr == EvalConfig().optimization.lr
@@ -347,11 +350,9 @@ def test_mappers_use_each_prompts_own_strength_unless_one_is_given():
     with pytest.raises(ValueError, match="per_prompt_mapper"):
         replace(cfg, per_prompt_mapper=1)
     # the command: without --strength each prompt's own; with it, one strength for all
-    parser = argparse.ArgumentParser()
-    add_evaluate_arguments(parser)
-    own = config_from_args(parser.parse_args([]))
+    own = _cli_config()
     assert own.per_prompt_mapper and own.mapper_strength(glasses) == glasses.mapper_strength
-    one = config_from_args(parser.parse_args(["--strength", "0.08"]))
+    one = _cli_config("--strength", "0.08")
     assert not one.per_prompt_mapper and {one.mapper_strength(p) for p in PROMPTS} == {0.08}
     assert "; mapper strength 0.08;" in format_settings_line(one)
 
