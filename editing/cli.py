@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="optimize: W+ levels that move, comma-separated of coarse,medium,fine (default all, upstream)",
     )
+    p.add_argument(
+        "--jitter",
+        type=float,
+        default=None,
+        help="optimize: CLIP loss averaged over the latent and 3 neighbours jittered by this many W standard "
+        "deviations (0 = upstream)",
+    )
     p.add_argument("--mode", default="edit", choices=("edit", "free_generation"), help="optimize mode")
     p.add_argument("--seed", type=int, default=None, help="random face when no INPUT is given")
     p.add_argument("--truncation", type=float, default=0.7, help="psi for --seed faces (default 0.7)")
@@ -195,6 +202,7 @@ def _run_edit(args: argparse.Namespace, t0: float) -> dict:
                 "l2_lambda": args.l2_lambda,
                 "id_lambda": args.id_lambda,
                 "augment": args.augment,
+                "jitter": args.jitter,
                 "mode": args.mode,
                 "levels": None if args.levels is None else levels_from_text(args.levels),
             }.items()

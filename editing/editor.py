@@ -272,6 +272,14 @@ class FaceEditor:
     def size(self) -> int:
         return self.generator.size
 
+    @property
+    def w_std(self) -> torch.Tensor:
+        """(512,) standard deviation of each W dimension under the mapping network, on the device
+        (the scale of latent optimisation's ``jitter``; computed once, 4096 seeded latents)."""
+        from editing.optimization import w_std_of
+
+        return self._cached(("w_std",), lambda: w_std_of(self.generator))
+
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
         """bfloat16 autocast when ``precision == "bf16"``, else nothing."""
@@ -617,6 +625,7 @@ class FaceEditor:
             s_offset=None if start.s_delta is None else [d.to(self.device) for d in start.s_delta],
             on_step=on_step,
             autocast=self.autocast,
+            w_std=self.w_std if settings.jitter > 0 else None,
         )
         edited = EditableLatent(result.w_plus, result.s_delta)
         t1 = time.perf_counter()

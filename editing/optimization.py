@@ -32,6 +32,16 @@ Differences from upstream, all deliberate:
   single image need not point towards the attribute; averaged over views it more often does. The
   offline demo set uses 4 views (its optimisation: 29 % -> 44 % on validation faces, see
   ``editing.evaluate``); the ID and L2 terms are unchanged.
+* ``jitter`` (default 0 = upstream): the CLIP loss is the mean over the latent and
+  ``jitter_samples - 1`` neighbours, the latent plus Gaussian noise of ``jitter`` standard deviations
+  of each W dimension (:func:`w_std_of`; the same noise on every W+ row), redrawn every step from a
+  seeded generator; the L2 and ID terms stay on the latent itself (averaged over the neighbours, the
+  ID term mostly pulled each one back from its own noise, and λ_ID > 0 no longer kept the identity
+  attributes closer than λ_ID = 0 on the demo set). As the views average the gradient over
+  what the image could look like, the neighbours average it over nearby faces: a CLIP gradient that
+  happens to point along another attribute at one face mostly does not at its neighbours, and an
+  attribute CLIP cannot see at all in the latent's faint first steps shows in a neighbour. On the
+  offline demo set (jitter 0.3, 4 samples): see ``editing.evaluate``.
 * ``levels`` (default all three = upstream): only the W+ rows of the given coarse / medium / fine
   levels (the latent mappers' split, :data:`LEVEL_SPLIT`) are variables; the others stay exactly
   ``w0``, get no gradient and add nothing to the L2 term. Like a mapper's levels, it keeps an edit
@@ -69,6 +79,9 @@ MAX_STEPS = 5000
 MAX_LR = 10.0
 MAX_LAMBDA = 1e4
 MAX_AUGMENT = 32  # CLIP views per step
+MAX_JITTER = 2.0  # largest latent jitter, in standard deviations of each W dimension
+MAX_JITTER_SAMPLES = 16  # latents per step when jittering
+JITTER_SEED = 0  # the jitter of a run is drawn from a CPU generator seeded with this
 AUGMENT_SHIFT = 0.15  # largest shift and scale change of a view, in half-widths (0.15 = 7.5 % of the image)
 AUGMENT_NOISE = 0.1  # std of the Gaussian noise added to a view ([-1, 1] pixel range)
 AUGMENT_SEED = 0  # the views of a run are drawn from a CPU generator seeded with this
@@ -97,6 +110,13 @@ class OptimizationSettings:
     preview_every: int = 10  # hand a preview image to on_step every N steps; 0 = never
     augment: int = 0  # CLIP loss averaged over this many augmented views; 0 = the image itself (upstream)
     levels: tuple[str, ...] = LEVELS  # W+ levels whose rows move (space "w+"); upstream: all three
+    # W+ only: the CLIP loss averaged over the latent and jitter_samples - 1 neighbours, each the latent
+    # plus Gaussian noise of this many W standard deviations (per dimension, same on every row), redrawn
+    # every step; the L2 and ID terms stay on the latent; 0 = the latent alone (upstream)
+    jitter: float = 0.0
+    jitter_samples: int = (
+        4  # latents the CLIP loss is averaged over when jitter > 0 (the latent itself first)
+    )
 
     def __post_init__(self):
         check_int(self.steps, "steps", 1, MAX_STEPS)
@@ -118,6 +138,10 @@ class OptimizationSettings:
         if not levels or any(lv not in LEVELS for lv in levels) or len(set(levels)) != len(levels):
             raise ValueError(f"levels must be a non-empty subset of {LEVELS}, got {self.levels!r}")
         object.__setattr__(self, "levels", tuple(lv for lv in LEVELS if lv in levels))
+        object.__setattr__(self, "jitter", check_float(self.jitter, "jitter", 0.0, MAX_JITTER))
+        check_int(self.jitter_samples, "jitter_samples", 2, MAX_JITTER_SAMPLES)
+        if self.jitter > 0 and self.space != "w+":
+            raise ValueError("jitter moves the W+ latent: it needs space 'w+'")
 
 
 def levels_from_text(text: str) -> tuple[str, ...]:
@@ -272,6 +296,29 @@ def start_latent(generator: Generator, w_avg: torch.Tensor, *, seed: int, trunca
     return w[:, None, :].expand(-1, generator.n_latent, -1).contiguous()
 
 
+def w_std_of(generator: Generator, *, n: int = 4096, seed: int = 0, batch: int = 1024) -> torch.Tensor:
+    """The standard deviation of each W dimension under the mapping network, (style_dim,) float32 on
+    the generator's device: the scale of :attr:`OptimizationSettings.jitter`.
+
+    Estimated from ``n`` latents z ~ N(0, I) drawn on the CPU with ``seed`` (the same on every
+    device). Dimensions the mapping never varies get 0, so they are never jittered.
+    """
+    check_int(n, "n", 2, 1_000_000)
+    device = generator.input.input.device
+    dtype = generator.input.input.dtype
+    draws = torch.Generator().manual_seed(seed)
+    total = torch.zeros(generator.style_dim, dtype=torch.float64)
+    total_sq = torch.zeros(generator.style_dim, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            z = torch.randn(min(batch, n - start), generator.style_dim, generator=draws)
+            w = generator.mapping(z.to(device, dtype)).double().cpu()
+            total += w.sum(0)
+            total_sq += (w * w).sum(0)
+    var = (total_sq - total * total / n) / (n - 1)
+    return var.clamp_min(0).sqrt().float().to(device)
+
+
 def optimize_latent(
     generator: Generator,
     clip: Any,
@@ -284,6 +331,7 @@ def optimize_latent(
     s_offset: Sequence[torch.Tensor] | None = None,
     on_step: Callable[[StepInfo], bool | None] | None = None,
     autocast: Callable[[], AbstractContextManager] | None = None,
+    w_std: torch.Tensor | None = None,
 ) -> OptimizationResult:
     """Optimise a latent so that its image matches ``text_features`` under CLIP (StyleCLIP §4).
 
@@ -309,11 +357,14 @@ def optimize_latent(
             the run cleanly after that update (any other return value continues).
         autocast: a zero-argument factory of the precision context to run the forward passes in,
             e.g. ``FaceEditor.autocast`` (bf16); None = the tensors' own dtype.
+        w_std: (512,) standard deviation of each W dimension under the mapping network
+            (:func:`w_std_of`); needed when ``settings.jitter > 0``, which scales the noise by it.
     Returns:
         :class:`OptimizationResult` with the final latent on the CPU in float32.
     Raises:
         ValueError: wrong shapes or dtypes (``w_init``, ``text_features``, ``s_offset``,
-            ``source_features``), non-finite inputs, or ``settings`` of the wrong type.
+            ``source_features``, ``w_std``), non-finite inputs, ``settings`` of the wrong type, or
+            jitter without ``w_std``.
     """
     if not isinstance(settings, OptimizationSettings):
         raise ValueError(f"settings must be an OptimizationSettings, got {type(settings).__name__}")
@@ -337,6 +388,18 @@ def optimize_latent(
         for layer, d in zip(layers, s_offset, strict=True):
             if d.shape[1] != layer.dim:
                 raise ValueError(f"s_offset[{layer.index}] must have {layer.dim} channels, got {d.shape[1]}")
+
+    jitter = None
+    if settings.jitter > 0:
+        if w_std is None:
+            raise ValueError("jitter needs w_std, the standard deviation of each W dimension (w_std_of)")
+        if not isinstance(w_std, torch.Tensor) or w_std.numel() != generator.style_dim:
+            raise ValueError(
+                f"w_std must be a ({generator.style_dim},) tensor, got {tuple(getattr(w_std, 'shape', ()))}"
+            )
+        if not (torch.isfinite(w_std).all() and (w_std >= 0).all()):
+            raise ValueError("w_std must be finite and non-negative")
+        jitter = (settings.jitter * w_std.detach().reshape(1, 1, -1)).to(device, dtype)  # (1, 1, 512)
 
     edit = settings.mode == "edit"
     use_id = edit and identity is not None and settings.id_lambda > 0
@@ -368,7 +431,14 @@ def optimize_latent(
             return latent if len(settings.levels) == len(LEVELS) else torch.where(moving, latent, w0)
 
         def styles_now() -> list[torch.Tensor]:
-            styles = generator.w_plus_to_styles(current())
+            w = current()
+            if (
+                jitter is not None
+            ):  # the latent itself first, then its jittered neighbours: (K, n_latent, 512)
+                k = settings.jitter_samples - 1
+                noise = torch.randn(k, 1, w.shape[-1], generator=jitter_draws).to(device, dtype) * jitter
+                w = torch.cat([w, w + noise])
+            styles = generator.w_plus_to_styles(w)
             return styles if s_offset is None else [s + d for s, d in zip(styles, s_offset, strict=True)]
 
         def l2_now() -> torch.Tensor:
@@ -389,6 +459,8 @@ def optimize_latent(
 
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     views = torch.Generator().manual_seed(AUGMENT_SEED) if settings.augment else None
+    jitter_draws = torch.Generator().manual_seed(JITTER_SEED)
+    samples = settings.jitter_samples if jitter is not None else 1  # images per step
     history: list[StepLosses] = []
     cancelled = False
     with torch.enable_grad():
@@ -396,13 +468,18 @@ def optimize_latent(
             lr = scheduled_lr(i / settings.steps, settings.lr)
             optimizer.param_groups[0]["lr"] = lr
             with context():
-                img = generator.synthesis_from_styles(styles_now(), out_size=size)  # (1, 3, S, S)
+                # (samples, 3, S, S): the latent's image, then those of its jittered neighbours
+                img = generator.synthesis_from_styles(styles_now(), out_size=size)
                 if views is None:
-                    c_loss = clip.clip_loss(img, text_features).to(dtype).sum()
-                else:  # the mean over the views of each image, summed over the batch as above
+                    c_loss = clip.clip_loss(img, text_features).to(dtype).sum() / samples
+                else:  # the mean over the views and samples
                     seen = augmented_views(img, settings.augment, views)
-                    c_loss = clip.clip_loss(seen, text_features).to(dtype).sum() / settings.augment
-                i_loss = identity.loss_from_features(img, source_features).to(dtype) if use_id else None
+                    c_loss = clip.clip_loss(seen, text_features).to(dtype).sum() / (
+                        settings.augment * samples
+                    )
+                # like the L2 term, the identity term regularises the latent itself (img[:1]): averaged
+                # over the neighbours it would mostly pull each one back from its own noise
+                i_loss = identity.loss_from_features(img[:1], source_features).to(dtype) if use_id else None
             loss = c_loss
             l2 = None
             if use_l2:
@@ -426,7 +503,7 @@ def optimize_latent(
                 step = i + 1
                 preview = None
                 if settings.preview_every and step % settings.preview_every == 0:
-                    preview = img.detach().float().cpu()
+                    preview = img[:1].detach().float().cpu()
                 if (
                     on_step(StepInfo(step=step, total=settings.steps, losses=losses, preview=preview))
                     is False

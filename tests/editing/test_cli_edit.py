@@ -129,6 +129,7 @@ def test_mapper_edit_chains_on_a_latent_file(weights, s_stats, tmp_path, capsys)
         (["--method", "optimize", "--target", "face", "--seed", "1", "--l2-lambda", "nan"], "l2_lambda"),
         (["--method", "optimize", "--target", "face", "--seed", "1", "--augment", "99"], "augment"),
         (["--method", "optimize", "--target", "face", "--seed", "1", "--levels", "eyes"], "levels"),
+        (["--method", "optimize", "--target", "face", "--seed", "1", "--jitter", "5"], "jitter"),
     ],
 )
 def test_bad_edit_arguments_exit_2_with_one_line(extra, message, weights, s_stats, tmp_path, capsys):
@@ -183,6 +184,7 @@ def test_optimize_edit_from_seed(weights, tmp_path, capsys):
     assert summary["info"]["steps"] == 3 and len(summary["info"]["clip_loss_history"]) == 3
     assert summary["parameters"]["steps"] == 3 and summary["parameters"]["l2_lambda"] == 0.008
     assert summary["parameters"]["augment"] == 0  # upstream's loss unless --augment is given
+    assert summary["parameters"]["jitter"] == 0  # and unless --jitter is given
     assert summary["parameters"]["levels"] == ["coarse", "medium", "fine"]  # every row moves, as upstream
     start = np.load(tmp_path / "o.npy")
     code, out, err = _run(
@@ -197,3 +199,10 @@ def test_optimize_edit_from_seed(weights, tmp_path, capsys):
     assert (np.abs(fine[..., 4:, :] - fine[..., :1, :]).max(axis=-1) > 0).all()
     assert (np.abs(start[..., 1:4, :] - start[..., :1, :]).max(axis=-1) > 0).all()  # the full run moves them
     assert summary["metrics"]["identity_similarity"] is not None and (tmp_path / "o.npy").is_file()
+    code, out, err = _run(
+        capsys, "edit", "--seed", 5, "--method", "optimize", "--target", "a smiling face", "--steps", 3,
+        "--jitter", 0.5, "--out", tmp_path / "j.png", "--weights", weights, "--no-metrics",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["parameters"]["jitter"] == 0.5
+    assert not np.array_equal(np.load(tmp_path / "j.npy"), start)  # the jittered loss takes another path

@@ -258,6 +258,22 @@ def test_optimize_wiring_progress_cancel_and_chaining(editor):
         editor.edit_optimize(None, "a face", OptimizationSettings(steps=2))
 
 
+def test_optimize_jitter_uses_the_editors_w_spread(editor):
+    from editing.optimization import OptimizationSettings, w_std_of
+
+    std = editor.w_std
+    assert torch.equal(std, w_std_of(editor.generator)) and editor.w_std is std  # computed once
+    src = editor.latent(editor.latent_from_seed(8))
+    plain = editor.edit_optimize(
+        src, "a smiling face", OptimizationSettings(steps=2, loss_size=32), metrics=False
+    )
+    settings = OptimizationSettings(steps=2, loss_size=32, jitter=0.5)
+    jittered = editor.edit_optimize(src, "a smiling face", settings, metrics=False)
+    again = editor.edit_optimize(src, "a smiling face", settings, metrics=False)
+    assert torch.equal(jittered.latent.w_plus, again.latent.w_plus)
+    assert not torch.equal(jittered.latent.w_plus, plain.latent.w_plus)
+
+
 def test_metrics_with_a_given_source_image_skip_the_render_and_agree(editor):
     src = editor.latent(editor.latent_from_seed(9))
     settings = GlobalSettings("smiling face", alpha=4.0, beta=0.05)

@@ -13,6 +13,7 @@ float64::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -21,6 +22,7 @@ import torch
 from editing.clip_text import ClipEncoder
 from editing.optimization import (
     AUGMENT_SEED,
+    JITTER_SEED,
     OptimizationSettings,
     StepInfo,
     augmented_views,
@@ -28,6 +30,7 @@ from editing.optimization import (
     optimize_latent,
     scheduled_lr,
     start_latent,
+    w_std_of,
 )
 from models.irse import IRSE50, IDLoss
 from models.stylegan2 import Generator
@@ -357,6 +360,12 @@ def test_start_latent(models):
         ("levels", ("coarse", "coarse")),
         ("levels", ("eyes",)),
         ("levels", "fine"),
+        ("jitter", -0.1),
+        ("jitter", float("nan")),
+        ("jitter", 3.0),
+        ("jitter_samples", 1),
+        ("jitter_samples", 17),
+        ("jitter_samples", 2.5),
     ],
 )
 def test_settings_validation_names_the_field(field, value):
@@ -374,7 +383,7 @@ def test_settings_defaults_are_the_notebook_ones():
         "edit",
         0.7,
     )
-    assert (s.space, s.loss_size, s.augment) == ("w+", 256, 0)
+    assert (s.space, s.loss_size, s.augment, s.jitter) == ("w+", 256, 0, 0.0)
     assert s.levels == ("coarse", "medium", "fine")  # every W+ row moves, as upstream
     assert levels_from_text(" fine, medium ,") == ("fine", "medium")  # the command-line form
     # levels are kept in W+ row order whatever order they are given in
@@ -543,3 +552,114 @@ def test_augmented_optimisation_averages_the_clip_loss_over_the_views(models, cl
     # repeatable, and a different path from the plain loss
     again = optimize_latent(g, clip, text, w0, settings=settings)
     assert torch.equal(aug.w_plus, again.w_plus) and not torch.equal(aug.w_plus, plain.w_plus)
+
+
+# ------------------------------------------------------------------------------ latent jitter
+def test_w_std_is_the_spread_of_the_mapping_outputs(models):
+    g, _ = models
+    std = w_std_of(g, n=300, batch=128)  # three batches, the last one short
+    z = torch.randn(300, g.style_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        direct = g.mapping(z).double().std(0)
+    assert std.shape == (g.style_dim,) and std.dtype == torch.float32
+    torch.testing.assert_close(std.double(), direct, rtol=1e-4, atol=1e-6)
+    assert torch.equal(std, w_std_of(g, n=300, batch=128))  # seeded
+    assert not torch.equal(std, w_std_of(g, n=300, seed=1))
+
+
+def test_jitter_averages_the_clip_loss_over_the_latent_and_its_neighbours(models, clip, identity):
+    g, w_avg = models
+    w0 = start_latent(g, w_avg, seed=1, truncation=0.7)
+    text = _text(clip)
+    std = w_std_of(g, n=512)
+    settings = OptimizationSettings(
+        steps=2, l2_lambda=0.5, id_lambda=1.0, jitter=0.5, jitter_samples=3, preview_every=1
+    )
+    previews = []
+    r = optimize_latent(
+        g,
+        clip,
+        text,
+        w0,
+        settings=settings,
+        identity=identity,
+        w_std=std,
+        on_step=lambda i: previews.append(i.preview),
+    )
+    # step 0 sees the start latent and two neighbours drawn from the seeded generator, noise std 0.5 * w_std
+    noise = torch.randn(2, 1, g.style_dim, generator=torch.Generator().manual_seed(JITTER_SEED)) * (0.5 * std)
+    batch = torch.cat([w0, w0 + noise])
+    with torch.no_grad():
+        imgs = g.synthesis_from_styles(g.w_plus_to_styles(batch), out_size=g.size)
+        expected_clip = clip.clip_loss(imgs, text).mean().item()
+    assert r.history[0].clip == pytest.approx(expected_clip, abs=1e-5)
+    # the L2 and ID terms are the latent's own: both 0 at the start (the neighbours' ID loss is not)
+    assert r.history[0].l2 == pytest.approx(0.0, abs=1e-12) and r.history[0].id == pytest.approx(
+        0.0, abs=1e-6
+    )
+    assert r.history[0].clip != pytest.approx(clip.clip_loss(imgs[:1], text).item(), abs=1e-4)
+    # the preview is the latent's own image, not a neighbour's
+    torch.testing.assert_close(previews[0], imgs[:1], rtol=0, atol=1e-5)
+    again = optimize_latent(g, clip, text, w0, settings=settings, identity=identity, w_std=std)
+    assert torch.equal(r.w_plus, again.w_plus)  # seeded: repeatable
+    # with augmented views: the mean over every view of every sample
+    viewed = dataclasses.replace(settings, augment=2)
+    r2 = optimize_latent(g, clip, text, w0, settings=viewed, identity=identity, w_std=std)
+    with torch.no_grad():
+        views = augmented_views(imgs, 2, torch.Generator().manual_seed(AUGMENT_SEED))
+        assert views.shape[0] == 6
+        expected_views = clip.clip_loss(views, text).mean().item()
+    assert r2.history[0].clip == pytest.approx(expected_views, abs=1e-5)
+    # later steps: the ID term is that of the latent's own image (step 0's lr is 0: two updates move it)
+    three = dataclasses.replace(settings, steps=3)
+    full = optimize_latent(g, clip, text, w0, settings=three, identity=identity, w_std=std)
+    part = optimize_latent(
+        g, clip, text, w0, settings=three, identity=identity, w_std=std, on_step=lambda i: i.step < 2
+    )
+    assert part.steps == 2 and not torch.equal(part.w_plus, w0)
+    with torch.no_grad():
+        source = identity.features(imgs[:1])
+        own = identity.features(g.synthesis_from_styles(g.w_plus_to_styles(part.w_plus), out_size=g.size))
+        expected_id = (1 - (own * source).sum(1)).item()
+    assert full.history[2].id == pytest.approx(expected_id, abs=1e-5) and expected_id > 1e-5
+
+
+def test_jitter_of_zero_spread_is_the_plain_optimisation(models, clip, identity):
+    """With w_std = 0 every neighbour is the latent itself: the means equal the plain losses, so the
+    run must follow the plain one (this fails if the losses are summed instead of averaged, since the
+    CLIP and ID terms would then outweigh the L2 term)."""
+    g, w_avg = models
+    w0 = start_latent(g, w_avg, seed=2, truncation=0.7)
+    text = _text(clip, seed=1)
+    base = OptimizationSettings(steps=4, l2_lambda=0.3, id_lambda=0.5)
+    plain = optimize_latent(g, clip, text, w0, settings=base, identity=identity)
+    jittered = optimize_latent(
+        g,
+        clip,
+        text,
+        w0,
+        settings=OptimizationSettings(steps=4, l2_lambda=0.3, id_lambda=0.5, jitter=1.0, jitter_samples=4),
+        identity=identity,
+        w_std=torch.zeros(g.style_dim),
+    )
+    for a, b in zip(plain.history, jittered.history, strict=True):
+        # (a batch of four renders sums in another order than one: ~1e-6 at step 0, growing a little)
+        assert a.clip == pytest.approx(b.clip, abs=2e-4) and a.id == pytest.approx(b.id, abs=2e-4)
+    # 0.15 % of the distance moved here; summing the four samples' losses (= λ_L2 / 4) gives 11 %
+    moved = (plain.w_plus - w0).norm()
+    assert (jittered.w_plus - plain.w_plus).norm() < 1e-2 * moved
+    assert not torch.equal(plain.w_plus, w0)
+
+
+def test_jitter_needs_w_std_and_the_w_plus_space(models, clip):
+    g, w_avg = models
+    w0 = start_latent(g, w_avg, seed=1, truncation=0.7)
+    settings = OptimizationSettings(steps=1, jitter=0.3)
+    with pytest.raises(ValueError, match="w_std"):
+        optimize_latent(g, clip, _text(clip), w0, settings=settings)
+    with pytest.raises(ValueError, match="w_std"):
+        optimize_latent(g, clip, _text(clip), w0, settings=settings, w_std=torch.ones(3))
+    with pytest.raises(ValueError, match="w_std"):
+        optimize_latent(g, clip, _text(clip), w0, settings=settings, w_std=-torch.ones(g.style_dim))
+    with pytest.raises(ValueError, match="space"):
+        OptimizationSettings(jitter=0.3, space="s")
