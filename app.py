@@ -61,15 +61,16 @@ PRESETS: tuple[tuple[str, str, float, float], ...] = (
     ("face", "old face", 4.0, 0.15),
     ("face", "face with beard", 4.0, 0.14),
 )
-# Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID, augmented CLIP views): the StyleCLIP
-# notebook's settings; the demo world takes those `python -m editing evaluate` uses (demo_settings)
-OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int] = (
+# Optimisation tab defaults (prompt, steps, lr, λ_L2, λ_ID, augmented CLIP views, latent jitter): the
+# StyleCLIP notebook's settings; the demo world takes those `python -m editing evaluate` uses (demo_settings)
+OPTIMISATION_DEFAULTS: tuple[str, int, float, float, float, int, float] = (
     "a smiling face",
     40,
     0.1,
     0.008,
     0.005,
     0,
+    0.0,
 )
 # W+ levels the Optimisation tab lets move (models.latent_mapper.LEVELS, kept here so that
 # importing the app needs no torch): coarse rows 0-3, medium 4-7, fine the rest
@@ -82,6 +83,7 @@ OPTIMISATION_PRESETS: tuple[tuple[str, float, float, int, tuple[str, ...]], ...]
 )
 DEMO_OPTIMISATION_PROMPT = "a face with a beard"  # the prompt the demo evaluation's optimisation edits best
 AUGMENT_SLIDER_MAX = 8
+JITTER_SLIDER_MAX = 1.0  # latent jitter, in standard deviations of each W dimension
 # β slider: the StyleCLIP GUI's range; the demo world's edits need up to 0.7 (beard, EvalConfig)
 BETA_SLIDER, DEMO_BETA_SLIDER = (0.08, 0.3), (0.08, 0.8)
 MAPPER_STRENGTH = 0.1  # Mapper tab strength: upstream's (the demo world takes the evaluation's)
@@ -231,12 +233,13 @@ def global_presets(editor: FaceEditor | None) -> tuple[tuple[str, str, float, fl
     return tuple((cfg.neutral, p.target, *cfg.global_setting(p)) for p in cfg.readable_prompts)
 
 
-def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float, int]:
-    """(prompt, steps, lr, λ_L2, λ_ID, augmented views) of the Optimisation tab at start (demo set or not)."""
+def optimisation_defaults(editor: FaceEditor | None) -> tuple[str, int, float, float, float, int, float]:
+    """(prompt, steps, lr, λ_L2, λ_ID, augmented views, latent jitter) of the Optimisation tab at start
+    (demo set or not)."""
     if not on_demo_set(editor):
         return OPTIMISATION_DEFAULTS
     o = demo_settings().optimization
-    return (DEMO_OPTIMISATION_PROMPT, o.steps, o.lr, o.l2_lambda, o.id_lambda, o.augment)
+    return (DEMO_OPTIMISATION_PROMPT, o.steps, o.lr, o.l2_lambda, o.id_lambda, o.augment, o.jitter)
 
 
 def optimisation_presets(
@@ -572,6 +575,7 @@ def optimization_settings(
     mode: str,
     augment: float = 0,
     levels: list[str] | tuple[str, ...] | None = OPTIMISATION_LEVELS,
+    jitter: float = 0.0,
 ):
     from editing.optimization import MAX_STEPS, OptimizationSettings
 
@@ -588,6 +592,7 @@ def optimization_settings(
         mode=mode,
         preview_every=max(1, n // 10),
         augment=whole_number(augment, "augmented views", 0, AUGMENT_SLIDER_MAX),
+        jitter=jitter,
     )
 
 
@@ -698,7 +703,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
     mapper_sources = editor.mapper_sources() if has else {}
     default_mapper = next(iter(mapper_sources), None)
     presets = global_presets(editor)
-    opt_prompt, opt_steps, opt_lr, opt_l2, opt_id, opt_views = optimisation_defaults(editor)
+    opt_prompt, opt_steps, opt_lr, opt_l2, opt_id, opt_views, opt_jitter = optimisation_defaults(editor)
     examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
 
     def results(session: Session) -> tuple:
@@ -797,9 +802,10 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
         seed,
         augment=0,
         levels=OPTIMISATION_LEVELS,
+        jitter=0.0,
         progress=gr.Progress(),
     ):
-        settings = optimization_settings(steps, l2_lambda, id_lambda, lr, mode, augment, levels)
+        settings = optimization_settings(steps, l2_lambda, id_lambda, lr, mode, augment, levels, jitter)
         with contextlib.closing(run_optimization(editor, session, target, settings, seed)) as events:
             yield from optimization_frames(events, progress)
 
@@ -946,6 +952,14 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
                         label="Augmented CLIP views (0 = StyleCLIP's loss)",
                         elem_id="augment",
                     )
+                    jitter = gr.Slider(
+                        0.0,
+                        JITTER_SLIDER_MAX,
+                        value=opt_jitter,
+                        step=0.05,
+                        label="Latent jitter, W std (0 = StyleCLIP's loss)",
+                        elem_id="jitter",
+                    )
                     opt_levels = gr.CheckboxGroup(
                         choices=list(OPTIMISATION_LEVELS),
                         value=list(OPTIMISATION_LEVELS),
@@ -1060,7 +1074,7 @@ def build_demo(editor: FaceEditor | None, *, model_note: str = "", downloads: Do
         )
         opt_event = opt_btn.click(
             on_optimize,
-            [session, prompt, steps, l2_lambda, id_lambda, lr, mode, opt_seed, augment, opt_levels],
+            [session, prompt, steps, l2_lambda, id_lambda, lr, mode, opt_seed, augment, opt_levels, jitter],
             [session, opt_preview, opt_status, compare, metrics, downloads, pasted],
             api_name="edit_optimize",
             concurrency_id="optimize",

@@ -214,17 +214,19 @@ def test_the_demo_set_gets_its_banner_and_the_demo_worlds_presets(editor, monkey
     assert app.global_presets(None) == app.PRESETS
     # the optimisation tab starts with the evaluation's settings and a prompt it checks and can draw
     opt = cfg.optimization
-    prompt, steps, lr, l2, id_lambda, augment = app.optimisation_defaults(editor)
-    assert (steps, lr, l2, id_lambda, augment) == (
+    prompt, steps, lr, l2, id_lambda, augment, jitter = app.optimisation_defaults(editor)
+    assert (steps, lr, l2, id_lambda, augment, jitter) == (
         opt.steps,
         opt.lr,
         opt.l2_lambda,
         opt.id_lambda,
         opt.augment,
+        opt.jitter,
     )
     assert prompt in [s.target for s in specs] and 0 < augment <= props["augment"]["maximum"]
-    keys = ("prompt", "steps", "lr", "l2-lambda", "id-lambda", "augment")
-    assert [props[k]["value"] for k in keys] == [prompt, steps, lr, l2, id_lambda, augment]
+    assert 0 < jitter <= props["jitter"]["maximum"]
+    keys = ("prompt", "steps", "lr", "l2-lambda", "id-lambda", "augment", "jitter")
+    assert [props[k]["value"] for k in keys] == [prompt, steps, lr, l2, id_lambda, augment, jitter]
     assert app.optimisation_defaults(None) == app.OPTIMISATION_DEFAULTS
     # optimisation presets: each evaluated prompt with its own settings (hair colours: medium + fine)
     opt_presets = app.optimisation_presets(editor)
@@ -295,6 +297,17 @@ def test_optimisation_moves_only_the_ticked_levels(client):
     assert metrics["rows_changed"] == 4
     *_, metrics, _, _ = client.submit(*args, api_name="/edit_optimize").result(timeout=60)
     assert metrics["rows_changed"] > 4
+
+
+def test_optimisation_jitter_reaches_the_run(client):
+    """The latent jitter slider (last API argument): 0 is the plain loss; a jitter averages the losses
+    over jittered neighbours, which changes the path and so the result."""
+    args = ("a smiling face", 2, 0.008, 0.005, 0.1, "edit", 0, 0, list(app.OPTIMISATION_LEVELS))
+    plain = client.submit(*args, 0.0, api_name="/edit_optimize").result(timeout=60)
+    again = client.submit(*args, 0.0, api_name="/edit_optimize").result(timeout=60)
+    jittered = client.submit(*args, 0.5, api_name="/edit_optimize").result(timeout=60)
+    assert plain[3]["clip_similarity"] == again[3]["clip_similarity"]  # runs are repeatable
+    assert jittered[3]["clip_similarity"] != plain[3]["clip_similarity"]
 
 
 def test_cancel_stops_the_optimisation_worker(client):

@@ -335,6 +335,16 @@ def test_optimisation_uses_each_prompts_own_overrides_unless_settings_are_given(
     assert (one.optimization.levels, one.optimization.augment) == (("medium", "fine"), 0)
     assert one.optimization.lr == EvalConfig().optimization.lr
     assert {one.optimization_settings(p) for p in PROMPTS} == {one.optimization}
+    # the latent jitter is the run's, like the steps: --jitter keeps each prompt's own overrides
+    assert default.optimization.jitter == 0.3 and "λ_ID 0.1, jitter 0.3 × 4 latents;" in format_settings_line(
+        default
+    )
+    plain = _cli_config("--jitter", "0")
+    assert plain.per_prompt_optimization and plain.optimization.jitter == 0.0
+    assert "jitter" not in format_settings_line(plain)
+    assert plain.optimization_settings(prompt_by_name("purple_hair")).levels == ("medium", "fine")
+    with pytest.raises(ValueError, match="jitter"):
+        _cli_config("--jitter", "-1")
 
 
 def test_mappers_use_each_prompts_own_strength_unless_one_is_given():
@@ -537,8 +547,13 @@ def _missing_demo_files() -> list[str]:
 # What works today, guarded on fewer faces so CI fails when one of these edits stops working: global
 # directions and mappers on 10 faces per prompt (measured 2026-12-07: global 82 %, every cell >= 60 %;
 # mappers 87 %, every cell >= 80 %; the glasses and beard mappers, added 2026-12-08, 85 % on 20 faces),
-# latent optimisation's one working prompt (beard: 5 of 6 faces at 20 steps), inversion (26.3 dB,
-# attributes kept on 9 of 10 faces). A broken edit scores 0-20 %.
+# latent optimisation's best prompts with the evaluation's settings (latent jitter 0.3; measured
+# 2026-12-08 at 20 steps on 6 faces: beard 5, purple hair 4; 20 faces at 40 steps: 65 % / 70 %),
+# inversion (26.3 dB, attributes kept on 9 of 10 faces). A broken edit scores 0-20 %. The identity
+# term is checked where 6 faces show it clearly, with StyleCLIP's plain loss (beard: identity attribute
+# change 0.078 with λ_ID 0.1 vs 0.114 with 0); with the jitter the λ_ID 0 edits change them less
+# already (0.104), so 6 faces cannot tell the two apart (0.110 vs 0.104; 100 face-edits at 40 steps:
+# 0.101 vs 0.115).
 GUARD_FACES, GUARD_MIN_METHOD, GUARD_MIN_CELL = 10, 0.6, 0.4
 GUARD_OPT_FACES, GUARD_OPT_STEPS, GUARD_MIN_OPT = 6, 20, 0.5
 GUARD_MIN_PSNR, GUARD_MIN_KEPT = 24.0, 0.8
@@ -566,18 +581,28 @@ def test_the_demo_edits_that_work_keep_working():
     assert inv.status == "ok" and np.mean(inv.psnr) >= GUARD_MIN_PSNR
     assert np.mean(inv.preserved) >= GUARD_MIN_KEPT
 
-    beard = EvalConfig(faces=GUARD_OPT_FACES, methods=("optimize",), prompts=(prompt_by_name("beard"),))
-    beard = replace(beard, optimization=replace(beard.optimization, steps=GUARD_OPT_STEPS))
-    report = run_evaluation(editor, oracle, beard)
+    best = tuple(prompt_by_name(n) for n in ("beard", "purple_hair"))
+    opt = EvalConfig(faces=GUARD_OPT_FACES, methods=("optimize",), prompts=best, compare_id_lambda=False)
+    opt = replace(opt, optimization=replace(opt.optimization, steps=GUARD_OPT_STEPS))
+    assert opt.optimization.jitter > 0  # the evaluation's settings
+    report = run_evaluation(editor, oracle, opt)
     print(format_report(report))
-    assert report.method_success["optimize"] >= GUARD_MIN_OPT
+    cells = [c for c in report.cells if c.evaluated]
+    assert len(cells) == 2 and all(c.success >= GUARD_MIN_OPT for c in cells), [
+        (c.prompt, c.success) for c in cells
+    ]
+
+    plain = replace(opt, prompts=best[:1], compare_id_lambda=True)
+    plain = replace(plain, optimization=replace(plain.optimization, jitter=0.0))
+    report = run_evaluation(editor, oracle, plain)
+    print(format_report(report))
     assert report.id_lambda_comparison()["closer_with_id_lambda"]
 
 
 # The demo set is complete, but its edits do not reach these bounds yet (2026-12-08, 20 faces, stage-6
-# generator: global 73 %, mapper 76 %, optimisation 48 %; optimisation moves other attributes even with
-# the oracle itself as its loss; see the issue-4 note). Until they do, this test stays off with that
-# reason instead of being loosened; what works is guarded by the test above.
+# generator: global 73 %, mapper 76 %, optimisation 52 % with the latent jitter; optimisation moves
+# other attributes even with the oracle itself as its loss; see the issue-4 notes). Until they do, this
+# test stays off with that reason instead of being loosened; what works is guarded by the test above.
 DEMO_EDITS_REACH_BOUNDS = False
 
 
