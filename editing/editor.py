@@ -185,6 +185,7 @@ class FaceEditor:
         self._lock = threading.Lock()
         self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._mapper_cache: OrderedDict[str, LevelsMapper] = OrderedDict()
+        self._w_std: torch.Tensor | None = None  # see w_std
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -278,7 +279,10 @@ class FaceEditor:
         (the scale of latent optimisation's ``jitter``; computed once, 4096 seeded latents)."""
         from editing.optimization import w_std_of
 
-        return self._cached(("w_std",), lambda: w_std_of(self.generator))
+        with self._lock:
+            if self._w_std is None:
+                self._w_std = w_std_of(self.generator)
+            return self._w_std
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:

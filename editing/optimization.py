@@ -114,9 +114,8 @@ class OptimizationSettings:
     # plus Gaussian noise of this many W standard deviations (per dimension, same on every row), redrawn
     # every step; the L2 and ID terms stay on the latent; 0 = the latent alone (upstream)
     jitter: float = 0.0
-    jitter_samples: int = (
-        4  # latents the CLIP loss is averaged over when jitter > 0 (the latent itself first)
-    )
+    # latents the CLIP loss is averaged over when jitter > 0 (the latent itself first)
+    jitter_samples: int = 4
 
     def __post_init__(self):
         check_int(self.steps, "steps", 1, MAX_STEPS)
@@ -432,9 +431,8 @@ def optimize_latent(
 
         def styles_now() -> list[torch.Tensor]:
             w = current()
-            if (
-                jitter is not None
-            ):  # the latent itself first, then its jittered neighbours: (K, n_latent, 512)
+            if jitter is not None:
+                # the latent itself first, then its jittered neighbours: (jitter_samples, n_latent, 512)
                 k = settings.jitter_samples - 1
                 noise = torch.randn(k, 1, w.shape[-1], generator=jitter_draws).to(device, dtype) * jitter
                 w = torch.cat([w, w + noise])
