@@ -300,7 +300,7 @@ def test_optimisation_moves_only_the_ticked_levels(client):
 
 
 def test_optimisation_jitter_reaches_the_run(client):
-    """The latent jitter slider (last API argument): 0 is the plain loss; a jitter averages the losses
+    """The latent jitter slider (last API argument): 0 is the plain loss; a jitter averages the CLIP loss
     over jittered neighbours, which changes the path and so the result."""
     args = ("a smiling face", 2, 0.008, 0.005, 0.1, "edit", 0, 0, list(app.OPTIMISATION_LEVELS))
     plain = client.submit(*args, 0.0, api_name="/edit_optimize").result(timeout=60)

@@ -625,9 +625,9 @@ def test_jitter_averages_the_clip_loss_over_the_latent_and_its_neighbours(models
 
 
 def test_jitter_of_zero_spread_is_the_plain_optimisation(models, clip, identity):
-    """With w_std = 0 every neighbour is the latent itself: the means equal the plain losses, so the
-    run must follow the plain one (this fails if the losses are summed instead of averaged, since the
-    CLIP and ID terms would then outweigh the L2 term)."""
+    """With w_std = 0 every neighbour is the latent itself: the mean CLIP loss equals the plain one, so
+    the run must follow the plain one (this fails if the samples' CLIP losses are summed instead of
+    averaged, since the CLIP term would then outweigh the L2 and ID terms)."""
     g, w_avg = models
     w0 = start_latent(g, w_avg, seed=2, truncation=0.7)
     text = _text(clip, seed=1)
